@@ -4,6 +4,7 @@
 //! applying envelopes in bus order, so all copies agree at every bus position.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use crate::command::{check_nick, LOBBY};
 use crate::envelope::{Envelope, Recipient};
@@ -21,10 +22,19 @@ pub(crate) struct Member {
 
 impl Member {
     /// The name others see: the nick, or `Client #7`.
-    pub(crate) fn name(&self) -> String {
-        match &self.nick {
-            Some(nick) => nick.to_string(),
-            None => format!("Client #{}", self.id.0),
+    pub(crate) fn name(&self) -> Name<'_> {
+        Name(self)
+    }
+}
+
+/// A member's name as shown, formatted without allocating.
+pub(crate) struct Name<'a>(&'a Member);
+
+impl fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.nick {
+            Some(nick) => f.write_str(nick),
+            None => write!(f, "Client #{}", self.0.id.0),
         }
     }
 }
@@ -253,7 +263,7 @@ impl Roster {
         if self.nicks.get(&key).is_some_and(|&holder| holder != id) {
             return refuse(format!("Error: the nick {nick} is taken"));
         }
-        let old_name = member.name();
+        let old_name = member.name().to_string();
         let old_nick = member.nick.as_deref().map(str::to_ascii_lowercase);
         if let Some(old) = old_nick {
             self.nicks.remove(&old);

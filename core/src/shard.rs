@@ -488,67 +488,71 @@ impl Shard {
 
     /// Shows what an envelope did to this shard's connections.
     fn render(&mut self, effect: Effect<'_>) {
+        let mut view = View { roster: &self.roster, local: &mut self.local, scratch: &mut self.scratch };
+        let roster = view.roster;
         match effect {
             Effect::Nothing => {}
             Effect::Admitted { id } => {
-                let Some(member) = self.roster.member(id) else { return };
-                let (conn, room) = (member.conn, member.room.clone());
-                if let Some(c) = self.local.get_local_mut(conn) {
+                let Some(member) = roster.member(id) else { return };
+                if let Some(c) = view.local.get_local_mut(member.conn) {
                     c.client = Some(id);
                     if let Some(welcome) = &self.welcome {
-                        self.local.enqueue(conn.conn, welcome, 1);
+                        view.local.enqueue(member.conn.conn, welcome, 1);
                     }
                 }
-                self.line_to_room(&room, Some(id), format_args!("Client #{} is connected", id.0));
+                view.tell_room(&member.room, Some(id), format_args!("Client #{} is connected", id.0));
             }
             Effect::Refused { conn } => {
-                if self.local.get_local_mut(conn).is_some() {
-                    self.local.refuse(conn.conn);
+                if view.local.get_local_mut(conn).is_some() {
+                    view.local.refuse(conn.conn);
                 }
             }
             Effect::Said { id, text } => {
-                let Some(member) = self.roster.member(id) else { return };
-                let (conn, room, name) = (member.conn, member.room.clone(), member.name());
-                self.line_to_room(&room, Some(id), format_args!("{name}: {text}"));
-                self.line_to(conn, format_args!("You: {text}"));
+                let Some(member) = roster.member(id) else { return };
+                view.tell_room(&member.room, Some(id), format_args!("{}: {text}", member.name()));
+                view.tell(member.conn, format_args!("You: {text}"));
             }
             Effect::Renamed { id, old_name } => {
-                let Some(member) = self.roster.member(id) else { return };
-                let (conn, room, name) = (member.conn, member.room.clone(), member.name());
-                self.line_to(conn, format_args!("* You are now {name}"));
-                self.line_to_room(&room, Some(id), format_args!("{old_name} is now {name}"));
+                let Some(member) = roster.member(id) else { return };
+                let name = member.name();
+                view.tell(member.conn, format_args!("* You are now {name}"));
+                view.tell_room(&member.room, Some(id), format_args!("{old_name} is now {name}"));
             }
             Effect::Moved { id, from_room } => {
-                let Some(member) = self.roster.member(id) else { return };
-                let (conn, room, name) = (member.conn, member.room.clone(), member.name());
-                self.line_to_room(&from_room, None, format_args!("{name} left {from_room}"));
-                self.line_to_room(&room, Some(id), format_args!("{name} joined {room}"));
-                self.line_to(conn, format_args!("* You left {from_room} and joined {room}"));
+                let Some(member) = roster.member(id) else { return };
+                let (name, room) = (member.name(), &member.room);
+                view.tell_room(&from_room, None, format_args!("{name} left {from_room}"));
+                view.tell_room(room, Some(id), format_args!("{name} joined {room}"));
+                view.tell(member.conn, format_args!("* You left {from_room} and joined {room}"));
             }
-            Effect::Who { id } => self.who(id),
-            Effect::Rooms { id } => self.rooms(id),
+            Effect::Who { id } => view.who(id),
+            Effect::Rooms { id } => view.rooms(id),
             Effect::Private { from, to, text } => {
-                let (Some(sender), Some(target)) = (self.roster.member(from), self.roster.member(to)) else {
-                    return;
-                };
-                let (from_conn, to_conn) = (sender.conn, target.conn);
-                let (from_name, to_name) = (sender.name(), target.name());
-                self.line_to(to_conn, format_args!("[private] {from_name}: {text}"));
-                self.line_to(from_conn, format_args!("[private to {to_name}] {text}"));
+                let (Some(sender), Some(target)) = (roster.member(from), roster.member(to)) else { return };
+                view.tell(target.conn, format_args!("[private] {}: {text}", sender.name()));
+                view.tell(sender.conn, format_args!("[private to {}] {text}", target.name()));
             }
-            Effect::Refusal { to, error } => self.line_to(to, format_args!("{error}")),
-            Effect::Left { member } => self.announce_close(&member),
+            Effect::Refusal { to, error } => view.tell(to, format_args!("{error}")),
+            Effect::Left { member } => view.announce_close(&member),
             Effect::ShardGone { members } => {
                 for member in &members {
-                    self.announce_close(member);
+                    view.announce_close(member);
                 }
             }
         }
     }
+}
 
+/// Formats each line once and queues it to the connections of this shard it concerns.
+struct View<'a> {
+    roster: &'a Roster,
+    local: &'a mut Local,
+    scratch: &'a mut Vec<u8>,
+}
+
+impl View<'_> {
     fn announce_close(&mut self, member: &Member) {
-        let name = member.name();
-        self.line_to_room(&member.room, None, format_args!("{name} is close"));
+        self.tell_room(&member.room, None, format_args!("{} is close", member.name()));
     }
 
     fn who(&mut self, id: ClientId) {
@@ -556,17 +560,16 @@ impl Shard {
         if member.conn.shard != self.local.id {
             return;
         }
-        let conn = member.conn.conn;
         let seats = self.roster.seats(&member.room);
-        let mut text = Vec::with_capacity(seats.len() * 16 + 32);
+        self.scratch.clear();
         for seat in seats {
             match self.roster.member(seat.id).and_then(|m| m.nick.as_deref()) {
-                Some(nick) => text.extend_from_slice(format!("* {nick} (#{})\n", seat.id.0).as_bytes()),
-                None => text.extend_from_slice(format!("* Client #{}\n", seat.id.0).as_bytes()),
+                Some(nick) => self.append(format_args!("* {nick} (#{})", seat.id.0)),
+                None => self.append(format_args!("* Client #{}", seat.id.0)),
             }
         }
-        text.extend_from_slice(format!("* {} in {}\n", seats.len(), member.room).as_bytes());
-        self.local.enqueue(conn, &text, seats.len() as u64 + 1);
+        self.append(format_args!("* {} in {}", seats.len(), member.room));
+        self.local.enqueue(member.conn.conn, self.scratch, seats.len() as u64 + 1);
     }
 
     fn rooms(&mut self, id: ClientId) {
@@ -574,39 +577,39 @@ impl Shard {
         if member.conn.shard != self.local.id {
             return;
         }
-        let conn = member.conn.conn;
-        let mut text = Vec::new();
+        self.scratch.clear();
         let mut count = 0;
         for (room, people) in self.roster.rooms() {
-            text.extend_from_slice(format!("* {room}: {people}\n").as_bytes());
+            self.append(format_args!("* {room}: {people}"));
             count += 1;
         }
-        text.extend_from_slice(format!("* {count} rooms\n").as_bytes());
-        self.local.enqueue(conn, &text, count + 1);
+        self.append(format_args!("* {count} rooms"));
+        self.local.enqueue(member.conn.conn, self.scratch, count + 1);
     }
 
     /// Queues one line to a connection if it lives on this shard.
-    fn line_to(&mut self, conn: ConnRef, line: std::fmt::Arguments<'_>) {
+    fn tell(&mut self, conn: ConnRef, line: std::fmt::Arguments<'_>) {
         if conn.shard != self.local.id {
             return;
         }
-        self.format(line);
-        self.local.enqueue(conn.conn, &self.scratch, 1);
+        self.scratch.clear();
+        self.append(line);
+        self.local.enqueue(conn.conn, self.scratch, 1);
     }
 
-    /// Formats one line once and queues it to everyone in `room` on this shard but `except`.
-    fn line_to_room(&mut self, room: &str, except: Option<ClientId>, line: std::fmt::Arguments<'_>) {
-        self.format(line);
+    /// Queues one line to everyone in `room` on this shard but `except`.
+    fn tell_room(&mut self, room: &str, except: Option<ClientId>, line: std::fmt::Arguments<'_>) {
+        self.scratch.clear();
+        self.append(line);
         for seat in self.roster.seats(room) {
             if seat.conn.shard == self.local.id && Some(seat.id) != except {
-                self.local.enqueue(seat.conn.conn, &self.scratch, 1);
+                self.local.enqueue(seat.conn.conn, self.scratch, 1);
             }
         }
     }
 
-    fn format(&mut self, line: std::fmt::Arguments<'_>) {
+    fn append(&mut self, line: std::fmt::Arguments<'_>) {
         use std::io::Write as _;
-        self.scratch.clear();
         // Writing into a Vec cannot fail.
         let _ = self.scratch.write_fmt(line);
         self.scratch.push(b'\n');
