@@ -91,10 +91,7 @@ pub fn decode(buf: &mut Vec<u8>, frames: &mut Vec<Frame>) -> io::Result<()> {
         };
         let kind = Kind::from_byte(body[0])
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unknown bus frame type"))?;
-        frames.push(Frame {
-            kind,
-            payload: body[1..].to_vec(),
-        });
+        frames.push(Frame { kind, payload: body[1..].to_vec() });
         pos += 4 + len;
     }
     buf.drain(..pos);
@@ -122,12 +119,7 @@ pub enum ReadEnd {
 impl BusConn {
     /// Wraps a nonblocking Unix stream.
     pub fn new(stream: UnixStream) -> BusConn {
-        BusConn {
-            stream,
-            inbound: Vec::new(),
-            outbound: Vec::new(),
-            written: 0,
-        }
+        BusConn { stream, inbound: Vec::new(), outbound: Vec::new(), written: 0 }
     }
 
     /// Returns the stream, to register with a `Poll`.
@@ -143,6 +135,12 @@ impl BusConn {
     /// Queues bytes that are already one or more encoded frames.
     pub fn queue_encoded(&mut self, frames: &[u8]) {
         self.outbound.extend_from_slice(frames);
+    }
+
+    /// Drops what waits to be written: the peer will never read it.
+    pub fn discard_outbound(&mut self) {
+        self.outbound = Vec::new();
+        self.written = 0;
     }
 
     /// Returns how many bytes wait to be written.

@@ -128,10 +128,7 @@ impl Paths {
             Some(path) => absolute(path)?,
             None => default_dir().join("chat-mio.pid"),
         };
-        Ok(Paths {
-            control: pid_file.with_extension("sock"),
-            pid_file,
-        })
+        Ok(Paths { control: pid_file.with_extension("sock"), pid_file })
     }
 
     /// Returns the log file for `start`, given or beside the pid file.
@@ -141,20 +138,12 @@ impl Paths {
             None => Ok(self.pid_file.with_extension("log")),
         }
     }
-
-    /// Tells whether the pid file sits in the default directory, which the
-    /// server may create (private to the user).
-    pub fn in_default_dir(&self) -> bool {
-        self.pid_file.parent() == Some(default_dir().as_path())
-    }
 }
 
 /// Returns the default directory for the pid, log and socket files.
 fn default_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() && Path::new(&dir).is_absolute() => {
-            Path::new(&dir).join("chat-mio")
-        }
+        Some(dir) if !dir.is_empty() && Path::new(&dir).is_absolute() => Path::new(&dir).join("chat-mio"),
         _ => PathBuf::from(format!("/tmp/chat-mio-{}", nix::unistd::geteuid())),
     }
 }

@@ -72,10 +72,7 @@ impl ControlListener {
         nix::sys::stat::umask(old);
         let listener = bound?;
         fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
-        Ok(ControlListener {
-            listener,
-            path: path.to_path_buf(),
-        })
+        Ok(ControlListener { listener, path: path.to_path_buf() })
     }
 
     /// Returns the listener, to register with a `Poll` and accept from.
@@ -114,13 +111,7 @@ pub enum ControlInput {
 impl ControlConn {
     /// Wraps an accepted client.
     pub fn new(stream: UnixStream) -> ControlConn {
-        ControlConn {
-            stream,
-            inbound: Vec::new(),
-            outbound: Vec::new(),
-            written: 0,
-            answered: false,
-        }
+        ControlConn { stream, inbound: Vec::new(), outbound: Vec::new(), written: 0, answered: false }
     }
 
     /// Reads the request line if it is complete.
@@ -198,12 +189,8 @@ mod tests {
 
     #[test]
     fn parses_requests() {
-        for request in [
-            Request::Status,
-            Request::Connections,
-            Request::Reload(false),
-            Request::Reload(true),
-        ] {
+        for request in [Request::Status, Request::Connections, Request::Reload(false), Request::Reload(true)]
+        {
             assert_eq!(Request::parse(request.line()), Some(request));
         }
         assert_eq!(Request::parse("stop"), None);

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::Pid;
 
 use crate::sys::{self, Fork};
 
@@ -40,16 +39,12 @@ pub enum AcquireError {
 }
 
 impl PidFile {
-    /// Creates (if needed) and locks the pid file; the default directory is
+    /// Creates (if needed) and locks the pid file; a missing directory is
     /// created private to the user.
-    pub fn acquire(path: &Path, create_dir: bool) -> Result<PidFile, AcquireError> {
+    pub fn acquire(path: &Path) -> Result<PidFile, AcquireError> {
         if let Some(dir) = path.parent() {
-            if create_dir && !dir.exists() {
-                fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(AcquireError::Io)?;
+            if !dir.exists() {
+                fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(AcquireError::Io)?;
             }
         }
         let file = OpenOptions::new()
@@ -62,10 +57,7 @@ impl PidFile {
             .map_err(AcquireError::Io)?;
         let lock = whole_file_lock(libc::F_WRLCK);
         match fcntl(file.as_fd(), FcntlArg::F_OFD_SETLK(&lock)) {
-            Ok(_) => Ok(PidFile {
-                file,
-                path: path.to_path_buf(),
-            }),
+            Ok(_) => Ok(PidFile { file, path: path.to_path_buf() }),
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
                 Err(AcquireError::Running(read_pid(path)))
             }
@@ -85,11 +77,6 @@ impl PidFile {
     /// Returns the path of the file.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Returns the locked descriptor, so a forked worker knows to close it.
-    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.file.as_fd()
     }
 
     /// Removes the file; the lock goes with the last descriptor at exit.
@@ -137,11 +124,6 @@ pub fn is_master(pid: i32) -> bool {
         }
         Err(_) => false,
     }
-}
-
-/// Tells whether a process with this pid exists (a zombie counts).
-pub fn alive(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -241,10 +223,7 @@ fn wait_for_report(reader: OwnedFd, log_path: &Path) -> i32 {
         eprintln!("chat-mio: {message}");
         1
     } else {
-        eprintln!(
-            "chat-mio: the daemon exited while starting; see {}",
-            log_path.display()
-        );
+        eprintln!("chat-mio: the daemon exited while starting; see {}", log_path.display());
         1
     }
 }
@@ -252,11 +231,7 @@ fn wait_for_report(reader: OwnedFd, log_path: &Path) -> i32 {
 /// Opens the log file for appending, creating it (and, for the default place,
 /// its directory) readable by the owner's group only.
 pub fn open_log(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
+    OpenOptions::new().append(true).create(true).mode(0o640).open(path)
 }
 
 #[cfg(test)]
@@ -267,20 +242,17 @@ mod tests {
     fn a_pid_file_is_held_once() {
         let dir = std::env::temp_dir().join(format!("chat-mio-test-{}", std::process::id()));
         let path = dir.join("lock.pid");
-        let mut first = PidFile::acquire(&path, true).unwrap();
+        let mut first = PidFile::acquire(&path).unwrap();
         first.write_pid().unwrap();
         // OFD locks conflict even within one process, through another open.
-        match PidFile::acquire(&path, true) {
+        match PidFile::acquire(&path) {
             Err(AcquireError::Running(Some(pid))) => {
                 assert_eq!(pid, std::process::id() as i32)
             }
             other => panic!("second acquire: {:?}", other.err()),
         }
         // The test binary is not a master, so probe must not claim one runs.
-        assert_eq!(
-            probe(&path).unwrap(),
-            Probe::Unknown(Some(std::process::id() as i32))
-        );
+        assert_eq!(probe(&path).unwrap(), Probe::Unknown(Some(std::process::id() as i32)));
         first.remove();
         drop(first);
         assert_eq!(probe(&path).unwrap(), Probe::NotRunning);
@@ -290,6 +262,5 @@ mod tests {
     #[test]
     fn a_stranger_is_no_master() {
         assert!(!is_master(std::process::id() as i32));
-        assert!(alive(std::process::id() as i32));
     }
 }

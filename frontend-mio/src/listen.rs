@@ -21,11 +21,8 @@ const BACKLOG: i32 = 1024;
 /// kernel would otherwise let share it) makes this fail with "address in use".
 pub fn bind(addr: SocketAddr, slots: usize) -> io::Result<(Vec<TcpListener>, SocketAddr)> {
     let probe = socket_for(addr, false)?;
-    socket::bind(
-        std::os::fd::AsRawFd::as_raw_fd(&probe),
-        &SockaddrStorage::from(addr),
-    )
-    .map_err(io::Error::from)?;
+    socket::bind(std::os::fd::AsRawFd::as_raw_fd(&probe), &SockaddrStorage::from(addr))
+        .map_err(io::Error::from)?;
     let probe = TcpListener::from(probe);
     let local = probe.local_addr()?;
     // Listening on the probe makes an address-in-use check by another program
@@ -35,13 +32,9 @@ pub fn bind(addr: SocketAddr, slots: usize) -> io::Result<(Vec<TcpListener>, Soc
     let mut listeners = Vec::with_capacity(slots);
     for _ in 0..slots {
         let fd = socket_for(local, true)?;
-        socket::bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &SockaddrStorage::from(local),
-        )
-        .map_err(io::Error::from)?;
-        socket::listen(&fd, Backlog::new(BACKLOG).map_err(io::Error::from)?)
+        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(local))
             .map_err(io::Error::from)?;
+        socket::listen(&fd, Backlog::new(BACKLOG).map_err(io::Error::from)?).map_err(io::Error::from)?;
         listeners.push(TcpListener::from(fd));
     }
     Ok((listeners, local))

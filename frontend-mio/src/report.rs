@@ -175,13 +175,7 @@ pub fn human_bytes(bytes: u64) -> String {
 
 /// Formats a duration in whole seconds as `2d 03h 04m 05s`.
 pub fn human_duration(secs: u64) -> String {
-    format!(
-        "{}d {:02}h {:02}m {:02}s",
-        secs / 86_400,
-        secs / 3600 % 24,
-        secs / 60 % 60,
-        secs % 60
-    )
+    format!("{}d {:02}h {:02}m {:02}s", secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60)
 }
 
 /// Formats seconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS UTC`.
@@ -210,13 +204,7 @@ pub fn utc_time(unix: i64) -> String {
 pub fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|cell| cell.chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -268,10 +256,7 @@ mod tests {
                 bytes_out: 2,
                 queued: 3,
             },
-            ConnRow {
-                id: None,
-                ..ConnRow::default()
-            },
+            ConnRow { id: None, ..ConnRow::default() },
         ];
         let mut bytes = Vec::new();
         encode_rows(&rows, &mut bytes);
@@ -287,6 +272,9 @@ mod tests {
         assert_eq!(human_duration(93_784), "1d 02h 03m 04s");
         assert_eq!(utc_time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc_time(1_795_595_405), "2026-11-25 08:30:05 UTC");
-        assert_eq!(table(&[vec!["a".into(), "bb".into()], vec!["ccc".into(), "d".into()]]), "a    bb\nccc  d\n");
+        assert_eq!(
+            table(&[vec!["a".into(), "bb".into()], vec!["ccc".into(), "d".into()]]),
+            "a    bb\nccc  d\n"
+        );
     }
 }

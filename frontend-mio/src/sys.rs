@@ -57,8 +57,7 @@ pub fn default_signals(signals: &[Signal]) -> io::Result<()> {
 /// Unblocks every signal of the calling process (a forked child inherits the
 /// master's mask, which blocks everything the master reads through its signalfd).
 pub fn unblock_all_signals() -> io::Result<()> {
-    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(io::Error::from)
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(io::Error::from)
 }
 
 /// Closes every open descriptor except those in `keep`.

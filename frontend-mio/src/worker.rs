@@ -1,0 +1,592 @@
+//! A worker process: one mio `Poll` over one core shard, its slot's listener,
+//! its clients' sockets and its end of the bus to the master.
+//!
+//! The loop: wait for readiness or the next deadline; take `now` once; accept,
+//! read (with a per-connection budget), write, fire timers; after every input
+//! to the shard, drain `poll_output` completely.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use chat_core::{CloseReason, Config, ConnId, Output, Shard, ShardId, UnixTime};
+use log::{debug, error, info, warn};
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::socket::{setsockopt, sockopt};
+
+use crate::bus::{BusConn, Frame, Kind, ReadEnd};
+use crate::report::{self, ConnRow, WorkerStatus};
+
+const LISTENER: Token = Token(usize::MAX);
+const BUS: Token = Token(usize::MAX - 1);
+
+/// Bytes read from one connection per loop turn, so one client cannot starve the rest.
+const READ_BUDGET: usize = 64 << 10;
+/// Connections accepted per loop turn, for the same reason.
+const ACCEPT_BUDGET: usize = 128;
+/// How long a closing connection may take to take its queued output.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+/// How long a closed connection's unread input is drained before the socket goes
+/// (closing with unread input would reset the connection and could destroy the
+/// last lines on their way to the peer).
+const LINGER: Duration = Duration::from_secs(2);
+/// How long accepting pauses when the process or system is out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+/// How long a stopping worker flushes before it exits regardless.
+const STOP_FLUSH: Duration = Duration::from_secs(3);
+
+/// Everything a freshly forked worker starts from.
+pub struct Setup {
+    /// The worker's slot, shown as `worker N`.
+    pub slot: usize,
+    /// The shard incarnation it runs.
+    pub shard: ShardId,
+    /// The chat's settings.
+    pub config: Config,
+    /// The master's replica snapshot at the bus position of the fork.
+    pub snapshot: Vec<u8>,
+    /// The slot's listener (a duplicate owned by this process).
+    pub listener: std::net::TcpListener,
+    /// The worker's end of the bus.
+    pub bus: UnixStream,
+}
+
+/// Where a connection's socket is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Reading and writing for the shard.
+    Open,
+    /// The shard asked to close it; flushing until this deadline.
+    Closing(Instant),
+    /// Flushed and half-closed; draining unread input until this deadline.
+    /// The shard has already forgotten it.
+    Lingering(Instant),
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: State,
+    interest: Interest,
+    /// The peer sent FIN.
+    read_closed: bool,
+}
+
+/// How the worker is stopping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stopping {
+    /// Clients got `* server shutting down`; exit once flushed or at the deadline.
+    Now(Instant),
+    /// Not accepting; exit once every client has left.
+    Graceful,
+}
+
+struct Worker {
+    slot: usize,
+    poll: Poll,
+    shard: Shard,
+    listener: Option<TcpListener>,
+    bus: BusConn,
+    bus_open: bool,
+    conns: HashMap<u64, Conn>,
+    /// Closing and lingering deadlines, checked against each connection's state.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Connections whose read budget ran out with input left.
+    carry: Vec<u64>,
+    accept_more: bool,
+    accept_paused_until: Option<Instant>,
+    stopping: Option<Stopping>,
+    buf: Vec<u8>,
+    accepted: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+/// Runs a worker until it is told to stop or loses the master; returns the exit code.
+pub fn run(setup: Setup) -> i32 {
+    match Worker::new(setup) {
+        Ok(mut worker) => match worker.run() {
+            Ok(()) => 0,
+            Err(e) => {
+                error!("worker {}: {e}", worker.slot);
+                1
+            }
+        },
+        Err(e) => {
+            error!("worker could not start: {e}");
+            1
+        }
+    }
+}
+
+fn conn_token(id: u64) -> Option<Token> {
+    usize::try_from(id).ok().filter(|&t| t < BUS.0).map(Token)
+}
+
+impl Worker {
+    fn new(setup: Setup) -> io::Result<Worker> {
+        let now = Instant::now();
+        let shard = Shard::from_snapshot(setup.config, setup.shard, &setup.snapshot, now)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad snapshot: {e}")))?;
+        let poll = Poll::new()?;
+        setup.listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(setup.listener);
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let mut bus = BusConn::new(setup.bus);
+        poll.registry().register(bus.stream_mut(), BUS, Interest::READABLE | Interest::WRITABLE)?;
+        Ok(Worker {
+            slot: setup.slot,
+            poll,
+            shard,
+            listener: Some(listener),
+            bus,
+            bus_open: true,
+            conns: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            carry: Vec::new(),
+            // Connections may already wait in the slot's accept queue, and an
+            // edge-triggered listener reports only new ones.
+            accept_more: true,
+            accept_paused_until: None,
+            stopping: None,
+            buf: vec![0; READ_BUDGET],
+            accepted: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+        })
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        self.bus.queue(Kind::Ready, &[]);
+        self.flush_bus();
+        info!("worker {} ({}) ready, pid {}", self.slot, self.shard.id(), std::process::id());
+        let mut events = Events::with_capacity(1024);
+        loop {
+            if self.finished() {
+                self.flush_bus();
+                info!("worker {} exits", self.slot);
+                return Ok(());
+            }
+            let timeout = self.timeout(Instant::now());
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_more = true,
+                    BUS => self.on_bus(now),
+                    Token(t) => {
+                        let id = t as u64;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.read_conn(id, now);
+                        }
+                        if event.is_writable() {
+                            self.write_conn(id, now);
+                        }
+                    }
+                }
+            }
+            for id in std::mem::take(&mut self.carry) {
+                self.read_conn(id, now);
+            }
+            self.accept(now);
+            self.fire_timers(now);
+            self.flush_bus();
+        }
+    }
+
+    /// Tells whether the worker is done: stopped and flushed, or past its deadline.
+    fn finished(&self) -> bool {
+        match self.stopping {
+            None => false,
+            Some(Stopping::Now(deadline)) => self.conns.is_empty() || Instant::now() >= deadline,
+            Some(Stopping::Graceful) => self.conns.is_empty() && self.shard.connection_count() == 0,
+        }
+    }
+
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.carry.is_empty() || (self.accept_more && self.can_accept(now)) {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.shard.poll_timeout();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        consider(self.deadlines.peek().map(|Reverse((t, _))| *t));
+        consider(self.accept_paused_until);
+        if let Some(Stopping::Now(deadline)) = self.stopping {
+            consider(Some(deadline));
+        }
+        // Round up to the next millisecond so an early wake-up does not spin.
+        next.map(|t| t.saturating_duration_since(now) + Duration::from_millis(1))
+    }
+
+    fn can_accept(&self, now: Instant) -> bool {
+        self.listener.is_some() && !matches!(self.accept_paused_until, Some(t) if now < t)
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if !self.accept_more || !self.can_accept(now) {
+            return;
+        }
+        self.accept_paused_until = None;
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(listener) = self.listener.as_ref() else { return };
+            match listener.accept() {
+                Ok((stream, peer)) => self.on_accepted(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_more = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_out_of_resources(&e) => {
+                    // Edge-triggered readiness will not report the waiting
+                    // connections again, so retry on a timer instead of spinning.
+                    warn!("worker {}: accept: {e}; pausing accepts", self.slot);
+                    self.accept_paused_until = Some(now + ACCEPT_PAUSE);
+                    return;
+                }
+                // The peer gave up between SYN and accept, or similar: only that
+                // connection is affected.
+                Err(e) => debug!("worker {}: accept: {e}", self.slot),
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        self.accepted += 1;
+        // Small interactive lines: do not let Nagle hold them back.
+        let _ = stream.set_nodelay(true);
+        // Reap peers that vanished without a FIN.
+        let _ = setsockopt(&stream, sockopt::KeepAlive, &true);
+        let conn = self.shard.handle_connect(now);
+        let id = conn.as_u64();
+        let registered =
+            conn_token(id).map(|token| self.poll.registry().register(&mut stream, token, Interest::READABLE));
+        if !matches!(registered, Some(Ok(()))) {
+            warn!("worker {}: cannot watch connection from {peer}", self.slot);
+            self.shard.handle_close(conn, now);
+            self.drain(now);
+            return;
+        }
+        self.conns.insert(
+            id,
+            Conn { stream, peer, state: State::Open, interest: Interest::READABLE, read_closed: false },
+        );
+        self.drain(now);
+        // Bytes may have arrived with the connection; edge-triggered readiness
+        // could already have fired for them.
+        self.read_conn(id, now);
+    }
+
+    fn read_conn(&mut self, id: u64, now: Instant) {
+        let mut budget = READ_BUDGET;
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            if c.read_closed {
+                return;
+            }
+            let lingering = matches!(c.state, State::Lingering(_));
+            let want = budget.min(self.buf.len());
+            match c.stream.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    c.read_closed = true;
+                    if lingering {
+                        self.forget(id);
+                    } else if c.state == State::Open {
+                        self.shard.handle_eof(ConnId::from_u64(id), now);
+                        self.drain(now);
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    if c.state == State::Open {
+                        self.bytes_in += n as u64;
+                        self.shard.handle_bytes(ConnId::from_u64(id), &self.buf[..n], now);
+                        self.drain(now);
+                    }
+                    budget -= n;
+                    if budget == 0 {
+                        self.carry.push(id);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.fail(id, now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the shard holds for the connection, in as few writes as the
+    /// socket allows (the queue is one contiguous buffer).
+    fn write_conn(&mut self, id: u64, now: Instant) {
+        let conn = ConnId::from_u64(id);
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else { return };
+            if matches!(c.state, State::Lingering(_)) {
+                return;
+            }
+            let pending = self.shard.transmit(conn);
+            if pending.is_empty() {
+                break;
+            }
+            match c.stream.write(pending) {
+                Ok(0) => {
+                    self.fail(id, now);
+                    return;
+                }
+                Ok(n) => {
+                    self.bytes_out += n as u64;
+                    self.shard.handle_written(conn, n, now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.fail(id, now);
+                    return;
+                }
+            }
+        }
+        let empty = self.shard.transmit(conn).is_empty();
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        if empty && matches!(c.state, State::Closing(_)) {
+            self.finish_close(id, now);
+            return;
+        }
+        // Interest follows the shard's queue: WRITABLE only while bytes wait.
+        let want = if empty { Interest::READABLE } else { Interest::READABLE | Interest::WRITABLE };
+        if want != c.interest {
+            if let Some(token) = conn_token(id) {
+                if self.poll.registry().reregister(&mut c.stream, token, want).is_ok() {
+                    c.interest = want;
+                }
+            }
+        }
+    }
+
+    /// The shard's output for a connection is flushed: half-close it and drain
+    /// what the peer still sends for a moment, so the close is not a reset.
+    fn finish_close(&mut self, id: u64, now: Instant) {
+        let Some(c) = self.conns.get_mut(&id) else { return };
+        let _ = c.stream.shutdown(Shutdown::Write);
+        let deadline = now + LINGER;
+        c.state = State::Lingering(deadline);
+        let read_closed = c.read_closed;
+        self.shard.handle_close(ConnId::from_u64(id), now);
+        if read_closed {
+            self.forget(id);
+        } else {
+            self.deadlines.push(Reverse((deadline, id)));
+            self.read_conn(id, now);
+        }
+        self.drain(now);
+    }
+
+    /// The socket failed (reset, broken pipe): it is gone for the shard too.
+    fn fail(&mut self, id: u64, now: Instant) {
+        let state = self.conns.get(&id).map(|c| c.state);
+        self.forget(id);
+        if !matches!(state, Some(State::Lingering(_))) {
+            self.shard.handle_close(ConnId::from_u64(id), now);
+            self.drain(now);
+        }
+    }
+
+    /// Drops a connection's socket.
+    fn forget(&mut self, id: u64) {
+        if let Some(mut c) = self.conns.remove(&id) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+    }
+
+    /// Drains every output of the shard; called after every input to it.
+    fn drain(&mut self, now: Instant) {
+        while let Some(output) = self.shard.poll_output() {
+            match output {
+                Output::Transmit(conn) => self.write_conn(conn.as_u64(), now),
+                Output::Close { conn, reason } => self.on_close(conn, reason, now),
+                Output::Publish(envelope) => self.bus.queue(Kind::Publish, &envelope),
+                other => debug!("worker {}: ignoring {other:?}", self.slot),
+            }
+        }
+    }
+
+    fn on_close(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        let id = conn.as_u64();
+        let Some(c) = self.conns.get_mut(&id) else {
+            // Never had a socket (registration failed): just confirm.
+            self.shard.handle_close(conn, now);
+            return;
+        };
+        if reason == CloseReason::SlowConsumer {
+            info!("worker {}: closing slow consumer {} (queue over the limit)", self.slot, c.peer);
+        }
+        if c.state != State::Open {
+            return;
+        }
+        let deadline = now + CLOSE_FLUSH;
+        c.state = State::Closing(deadline);
+        self.deadlines.push(Reverse((deadline, id)));
+        self.write_conn(id, now);
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        if self.shard.poll_timeout().is_some_and(|t| t <= now) {
+            let wall = UnixTime::from_system_time(SystemTime::now());
+            self.shard.handle_timeout(now, wall);
+            self.drain(now);
+        }
+        while let Some(&Reverse((deadline, id))) = self.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            match self.conns.get(&id).map(|c| c.state) {
+                Some(State::Closing(d)) if d == deadline => {
+                    // It would not take its output in time: drop it.
+                    self.forget(id);
+                    self.shard.handle_close(ConnId::from_u64(id), now);
+                    self.drain(now);
+                }
+                Some(State::Lingering(d)) if d == deadline => self.forget(id),
+                _ => {}
+            }
+        }
+    }
+
+    fn on_bus(&mut self, now: Instant) {
+        if !self.bus_open {
+            return;
+        }
+        let mut frames = Vec::new();
+        let end = self.bus.read_frames(&mut frames);
+        for frame in frames {
+            self.on_frame(frame, now);
+        }
+        match end {
+            Ok(ReadEnd::WouldBlock) => self.flush_bus(),
+            Ok(ReadEnd::Closed) => {
+                warn!("worker {}: the master is gone; stopping", self.slot);
+                self.lose_bus(now);
+            }
+            Err(e) => {
+                error!("worker {}: bus: {e}; stopping", self.slot);
+                self.lose_bus(now);
+            }
+        }
+    }
+
+    fn lose_bus(&mut self, now: Instant) {
+        self.bus_open = false;
+        let _ = self.poll.registry().deregister(self.bus.stream_mut());
+        self.stop(false, now);
+    }
+
+    fn on_frame(&mut self, frame: Frame, now: Instant) {
+        match frame.kind {
+            Kind::Envelope => {
+                if let Err(e) = self.shard.handle_envelope(&frame.payload, now) {
+                    error!("worker {}: undecodable envelope: {e}", self.slot);
+                }
+                self.drain(now);
+            }
+            Kind::StatusRequest => {
+                let mut reply = frame.payload;
+                self.status().encode(&mut reply);
+                self.bus.queue(Kind::StatusReply, &reply);
+            }
+            Kind::ConnectionsRequest => {
+                let mut reply = frame.payload;
+                report::encode_rows(&self.rows(), &mut reply);
+                self.bus.queue(Kind::ConnectionsReply, &reply);
+            }
+            Kind::Stop => self.stop(false, now),
+            Kind::GracefulStop => self.stop(true, now),
+            other => warn!("worker {}: unexpected bus frame {other:?}", self.slot),
+        }
+    }
+
+    fn stop(&mut self, graceful: bool, now: Instant) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        match (graceful, self.stopping) {
+            (_, Some(Stopping::Now(_))) => {}
+            (true, Some(Stopping::Graceful)) => {}
+            (true, None) => {
+                info!(
+                    "worker {}: stopping gracefully, {} connections left",
+                    self.slot,
+                    self.shard.connection_count()
+                );
+                self.stopping = Some(Stopping::Graceful);
+            }
+            (false, _) => {
+                info!("worker {}: stopping", self.slot);
+                self.stopping = Some(Stopping::Now(now + STOP_FLUSH));
+                self.shard.handle_shutdown(now);
+                self.drain(now);
+            }
+        }
+    }
+
+    fn flush_bus(&mut self) {
+        if !self.bus_open {
+            return;
+        }
+        if let Err(e) = self.bus.flush() {
+            error!("worker {}: bus write: {e}", self.slot);
+            self.bus_open = false;
+            let _ = self.poll.registry().deregister(self.bus.stream_mut());
+            self.stop(false, Instant::now());
+        }
+    }
+
+    fn status(&self) -> WorkerStatus {
+        let stats = self.shard.stats();
+        WorkerStatus {
+            pid: std::process::id(),
+            connections: stats.connections as u64,
+            lines_in: stats.lines_in,
+            lines_out: stats.lines_out,
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            queued: stats.queued_bytes as u64,
+            accepted: self.accepted,
+        }
+    }
+
+    fn rows(&self) -> Vec<ConnRow> {
+        self.shard
+            .connections()
+            .map(|info| ConnRow {
+                id: info.client.map(|c| c.0),
+                nick: info.nick,
+                room: info.room.unwrap_or_default(),
+                peer: self.conns.get(&info.conn.as_u64()).map_or_else(String::new, |c| c.peer.to_string()),
+                bytes_in: info.bytes_in,
+                bytes_out: info.bytes_out,
+                queued: info.queued as u64,
+            })
+            .collect()
+    }
+}
+
+/// Tells whether an accept error means "out of descriptors or memory", which
+/// clears by itself later rather than by retrying at once.
+fn is_out_of_resources(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
