@@ -421,16 +421,16 @@ impl Shard {
     }
 
     fn on_line(&mut self, conn: ConnId, bytes: &[u8], now: Instant) {
+        let text = sanitize(bytes);
+        if text.is_empty() {
+            return;
+        }
         let limit = self.config.max_lines_per_second;
         let Some(c) = self.local.get_mut(conn) else { return };
         match c.rate.check(now, limit) {
             RateVerdict::Pass => {}
             RateVerdict::Drop => return,
             RateVerdict::DropAndWarn => return self.local.reply(conn, b"Error: slow down\n", 1),
-        }
-        let text = sanitize(bytes);
-        if text.is_empty() {
-            return;
         }
         self.local.stats.lines_in += 1;
         let from = self.local.conn_ref(conn);

@@ -370,7 +370,7 @@ fn server_full_gets_no_id() {
 fn rate_limit_drops_with_one_warning_per_second() {
     let mut chat = Chat::new(Config { tick: 0, max_lines_per_second: 2, ..Config::default() });
     let a = chat.connect();
-    chat.send(a, b"1\n2\n3\n4\n");
+    chat.send(a, b"1\n\n \n2\n3\n4\n");
     assert_eq!(chat.take(a), "You: 1\nYou: 2\nError: slow down\n");
     chat.now += Duration::from_millis(999);
     chat.send(a, b"5\n");
