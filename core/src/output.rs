@@ -50,8 +50,10 @@ pub(crate) struct OutQueue {
     head: usize,
 }
 
-/// Drained buffers above this capacity are freed, so a burst costs memory only while it lasts.
-const KEEP_CAPACITY: usize = 64 * 1024;
+/// Drained buffers above this capacity are freed, so a burst costs memory only
+/// while it lasts and an idle connection holds at most this much; one allocation
+/// per drained burst is cheap beside the write that drained it.
+const KEEP_CAPACITY: usize = 512;
 
 impl OutQueue {
     pub(crate) fn len(&self) -> usize {
