@@ -1,0 +1,391 @@
+//! One shard's task: a core [`Shard`], the sockets of its connections, and its
+//! place on the bus.
+//!
+//! The task is the only owner of the shard, so the core needs no lock. Each
+//! turn of its loop it applies what the bus holds for it, fires due timers,
+//! takes a bounded batch from its inbox (accepted sockets, input chunks,
+//! writability), and drains the core's outputs after every event: `Transmit`
+//! is written at once with one nonblocking write of everything queued,
+//! `Publish` goes to the bus, `Close` flushes and closes. Then it sleeps until
+//! the inbox, the bus, a timer or the stop signal wakes it.
+//!
+//! The core's per-connection queue is the only output queue: when a write
+//! would block, the connection's task waits for writability and tells the
+//! shard, which writes whatever the queue holds by then.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use chat_core::{CloseReason, ConnId, Output, Shard, UnixTime};
+use smol::channel::{self, Receiver, Sender};
+use smol::future::{self, FutureExt};
+use smol::{Async, Executor, Timer};
+
+use crate::bus::BusPort;
+use crate::conn;
+
+/// Messages a shard's inbox holds; bounded, so a fast client waits its turn.
+pub const INBOX_CAPACITY: usize = 256;
+
+/// Inbox messages handled per turn before the shard reads the bus and yields.
+const BATCH: usize = 64;
+
+/// How long a closing connection may take to take its last bytes.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What reaches a shard from the accept loop and from its connections' tasks.
+#[derive(Debug)]
+pub enum Inbox {
+    /// A new connection the accept loop gave to this shard.
+    Accepted(Async<TcpStream>, SocketAddr),
+    /// Bytes read from a connection.
+    Input(ConnId, Vec<u8>),
+    /// A clean end of stream from the peer.
+    Eof(ConnId),
+    /// A read or a wait failed (a reset, usually): the connection is gone.
+    Failed(ConnId, io::Error),
+    /// The socket became writable after a write would have blocked.
+    Writable(ConnId),
+}
+
+/// The shard's side of one connection.
+struct Handle {
+    stream: Arc<Async<TcpStream>>,
+    peer: SocketAddr,
+    /// Asks the connection's task to wait for writability; dropping it tells
+    /// the task that the connection is closed.
+    want_write: Sender<()>,
+    /// A writability request is outstanding: don't write until it answers.
+    waiting: bool,
+    /// Set once the core asked to close: the flush deadline.
+    closing: Option<Instant>,
+}
+
+/// One shard and everything its task owns.
+pub struct ShardTask {
+    shard: Shard,
+    bus: Option<BusPort>,
+    inbox: Receiver<Inbox>,
+    /// Cloned into every connection task, so it can reach this shard.
+    inbox_tx: Sender<Inbox>,
+    /// Closed (never sent on) when the server stops.
+    stop: Receiver<()>,
+    executor: Arc<Executor<'static>>,
+    conns: HashMap<ConnId, Handle>,
+    /// Closing connections by flush deadline.
+    closing: BTreeSet<(Instant, ConnId)>,
+    /// Reused buffer for envelopes read from the bus.
+    envelopes: Vec<Arc<[u8]>>,
+}
+
+/// What ended a shard task's sleep.
+enum Wake {
+    Stop,
+    Message(Inbox),
+    Other,
+}
+
+impl ShardTask {
+    /// Prepares a shard task; `bus` is `None` for a standalone shard.
+    pub fn new(
+        shard: Shard,
+        bus: Option<BusPort>,
+        inbox: (Sender<Inbox>, Receiver<Inbox>),
+        stop: Receiver<()>,
+        executor: Arc<Executor<'static>>,
+    ) -> ShardTask {
+        ShardTask {
+            shard,
+            bus,
+            inbox_tx: inbox.0,
+            inbox: inbox.1,
+            stop,
+            executor,
+            conns: HashMap::new(),
+            closing: BTreeSet::new(),
+            envelopes: Vec::new(),
+        }
+    }
+
+    /// Runs the shard until the server stops and its connections are closed.
+    pub async fn run(mut self) {
+        let mut timer = Timer::never();
+        // Set once stopping: by then every connection must be closed.
+        let mut stop_deadline: Option<Instant> = None;
+        loop {
+            // Listen before reading, so an append right after the read still wakes us.
+            let bell = self.bus.as_ref().map(BusPort::listen);
+            let now = Instant::now();
+            let mut busy = self.read_bus(now);
+            self.fire_timers(now);
+            let congested = self.bus.as_ref().is_some_and(BusPort::congested);
+            if !congested {
+                busy |= self.read_inbox(now);
+            }
+            if let Some(deadline) = stop_deadline {
+                if self.conns.is_empty() || now >= deadline {
+                    self.close_all(now);
+                    break;
+                }
+            }
+            if busy {
+                // Let this thread's connection tasks run before the next batch.
+                future::yield_now().await;
+                continue;
+            }
+
+            match self.next_deadline(stop_deadline) {
+                Some(deadline) => timer.set_at(deadline),
+                None => timer = Timer::never(),
+            }
+            let stopped = stop_deadline.is_some();
+            let stop = async {
+                if stopped {
+                    future::pending::<()>().await;
+                }
+                // Nothing is ever sent: the sender is dropped to stop.
+                let _ = self.stop.recv().await;
+                Wake::Stop
+            };
+            let message = async {
+                if congested {
+                    future::pending::<()>().await;
+                }
+                match self.inbox.recv().await {
+                    Ok(message) => Wake::Message(message),
+                    // Never closed: this task holds a sender itself.
+                    Err(_) => future::pending().await,
+                }
+            };
+            let bell = async {
+                match bell {
+                    Some(bell) => bell.await,
+                    None => future::pending().await,
+                }
+                Wake::Other
+            };
+            let tick = async {
+                (&mut timer).await;
+                Wake::Other
+            };
+            match stop.or(message).or(bell).or(tick).await {
+                Wake::Stop => stop_deadline = Some(self.shut_down(Instant::now())),
+                Wake::Message(message) => self.handle(message, Instant::now()),
+                Wake::Other => {}
+            }
+        }
+        log::debug!("{} stopped", self.shard.id());
+    }
+
+    /// Applies what the bus holds for this shard; returns whether more is waiting.
+    fn read_bus(&mut self, now: Instant) -> bool {
+        let Some(bus) = &self.bus else { return false };
+        let more = bus.read(&mut self.envelopes);
+        let mut envelopes = std::mem::take(&mut self.envelopes);
+        for envelope in envelopes.drain(..) {
+            if let Err(e) = self.shard.handle_envelope(&envelope, now) {
+                // Only this server's shards publish, so this is a bug, not bad input.
+                log::error!("{}: undecodable envelope on the bus: {e}", self.shard.id());
+            }
+            self.drain_outputs(now);
+        }
+        self.envelopes = envelopes;
+        more
+    }
+
+    /// Handles up to a batch of inbox messages; returns whether the batch was full.
+    fn read_inbox(&mut self, now: Instant) -> bool {
+        for _ in 0..BATCH {
+            match self.inbox.try_recv() {
+                Ok(message) => self.handle(message, now),
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    fn handle(&mut self, message: Inbox, now: Instant) {
+        match message {
+            Inbox::Accepted(stream, peer) => self.accept(stream, peer, now),
+            Inbox::Input(conn, bytes) => self.shard.handle_bytes(conn, &bytes, now),
+            Inbox::Eof(conn) => self.shard.handle_eof(conn, now),
+            Inbox::Failed(conn, e) => {
+                if let Some(handle) = self.conns.get(&conn) {
+                    log::debug!("{}: connection from {} failed: {e}", self.shard.id(), handle.peer);
+                }
+                self.drop_conn(conn, now);
+            }
+            Inbox::Writable(conn) => {
+                if let Some(handle) = self.conns.get_mut(&conn) {
+                    handle.waiting = false;
+                    self.write(conn, now);
+                }
+            }
+        }
+        self.drain_outputs(now);
+    }
+
+    fn accept(&mut self, stream: Async<TcpStream>, peer: SocketAddr, now: Instant) {
+        let conn = self.shard.handle_connect(now);
+        let stream = Arc::new(stream);
+        // One slot: a request is either outstanding or not.
+        let (want_write, requests) = channel::bounded(1);
+        self.executor.spawn(conn::run(conn, Arc::clone(&stream), self.inbox_tx.clone(), requests)).detach();
+        log::debug!("{}: connection from {peer}", self.shard.id());
+        self.conns.insert(conn, Handle { stream, peer, want_write, waiting: false, closing: None });
+    }
+
+    /// Does everything the core asked for, until it asks for nothing more.
+    fn drain_outputs(&mut self, now: Instant) {
+        while let Some(output) = self.shard.poll_output() {
+            match output {
+                Output::Transmit(conn) => self.write(conn, now),
+                Output::Close { conn, reason } => self.close(conn, reason, now),
+                Output::Publish(envelope) => match &self.bus {
+                    Some(bus) => bus.publish(envelope),
+                    None => log::error!("a standalone shard asked to publish an envelope"),
+                },
+                other => log::debug!("{}: ignoring {other:?}", self.shard.id()),
+            }
+        }
+    }
+
+    /// Writes what the core holds for `conn` until it is empty or the socket
+    /// is full, then finishes a pending close once everything went out.
+    fn write(&mut self, conn: ConnId, now: Instant) {
+        let Some(handle) = self.conns.get_mut(&conn) else { return };
+        if !handle.waiting {
+            loop {
+                let pending = self.shard.transmit(conn);
+                if pending.is_empty() {
+                    break;
+                }
+                // A nonblocking write of everything queued: one syscall for many lines.
+                match handle.stream.get_ref().write(pending) {
+                    Ok(0) => return self.fail(conn, io::ErrorKind::WriteZero.into(), now),
+                    Ok(written) => self.shard.handle_written(conn, written, now),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        handle.waiting = true;
+                        // Full means a request is already outstanding; closed
+                        // means the task saw an error, which it reports itself.
+                        let _ = handle.want_write.try_send(());
+                        break;
+                    }
+                    Err(e) => return self.fail(conn, e, now),
+                }
+            }
+        }
+        if handle.closing.is_some() && self.shard.transmit(conn).is_empty() {
+            self.finish_close(conn, now);
+        }
+    }
+
+    /// Starts closing a connection the core is done with: flush, then close.
+    fn close(&mut self, conn: ConnId, reason: CloseReason, now: Instant) {
+        let Some(handle) = self.conns.get_mut(&conn) else {
+            self.shard.handle_close(conn, now);
+            return;
+        };
+        match reason {
+            CloseReason::SlowConsumer => {
+                log::info!("{}: closing {}: it reads too slowly", self.shard.id(), handle.peer);
+            }
+            CloseReason::ServerFull => {
+                log::info!("{}: refusing {}: server full", self.shard.id(), handle.peer)
+            }
+            _ => log::debug!("{}: closing {} ({reason:?})", self.shard.id(), handle.peer),
+        }
+        if handle.closing.is_none() {
+            let deadline = now + FLUSH_TIMEOUT;
+            handle.closing = Some(deadline);
+            self.closing.insert((deadline, conn));
+        }
+        self.write(conn, now);
+    }
+
+    /// Closes a flushed (or timed-out) connection: FIN after the last byte,
+    /// then the task lingers on its input and drops the socket.
+    fn finish_close(&mut self, conn: ConnId, now: Instant) {
+        if let Some(handle) = self.remove(conn) {
+            // The peer may be gone already; there is nothing left to tell it.
+            let _ = handle.stream.get_ref().shutdown(Shutdown::Write);
+        }
+        self.shard.handle_close(conn, now);
+    }
+
+    /// Reports a connection that failed while writing.
+    fn fail(&mut self, conn: ConnId, error: io::Error, now: Instant) {
+        if let Some(handle) = self.conns.get(&conn) {
+            log::debug!("{}: writing to {} failed: {error}", self.shard.id(), handle.peer);
+        }
+        self.drop_conn(conn, now);
+    }
+
+    /// Drops a broken connection at once.
+    fn drop_conn(&mut self, conn: ConnId, now: Instant) {
+        self.remove(conn);
+        self.shard.handle_close(conn, now);
+    }
+
+    fn remove(&mut self, conn: ConnId) -> Option<Handle> {
+        let handle = self.conns.remove(&conn)?;
+        if let Some(deadline) = handle.closing {
+            self.closing.remove(&(deadline, conn));
+        }
+        Some(handle)
+    }
+
+    /// Fires the core's timers and closes connections whose flush timed out.
+    fn fire_timers(&mut self, now: Instant) {
+        if self.shard.poll_timeout().is_some_and(|due| due <= now) {
+            self.shard.handle_timeout(now, UnixTime::from_system_time(SystemTime::now()));
+            self.drain_outputs(now);
+        }
+        while let Some(&(deadline, conn)) = self.closing.first() {
+            if deadline > now {
+                break;
+            }
+            if let Some(handle) = self.conns.get(&conn) {
+                log::debug!("{}: {} did not take its last output in time", self.shard.id(), handle.peer);
+            }
+            self.finish_close(conn, now);
+            self.drain_outputs(now);
+        }
+    }
+
+    fn next_deadline(&self, stop_deadline: Option<Instant>) -> Option<Instant> {
+        [self.shard.poll_timeout(), self.closing.first().map(|&(deadline, _)| deadline), stop_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Starts stopping: every connection gets what is queued, then
+    /// `* server shutting down`, and closes. Returns the deadline for that.
+    fn shut_down(&mut self, now: Instant) -> Instant {
+        // Connections accepted before the stop still get the goodbye.
+        for _ in 0..INBOX_CAPACITY {
+            match self.inbox.try_recv() {
+                Ok(message) => self.handle(message, now),
+                Err(_) => break,
+            }
+        }
+        log::debug!("{}: shutting down {} connections", self.shard.id(), self.conns.len());
+        self.shard.handle_shutdown(now);
+        self.drain_outputs(now);
+        now + FLUSH_TIMEOUT
+    }
+
+    /// Closes whatever is left once the stop deadline passed.
+    fn close_all(&mut self, now: Instant) {
+        let left: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in left {
+            self.finish_close(conn, now);
+        }
+        self.drain_outputs(now);
+    }
+}
