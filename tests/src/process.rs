@@ -1,0 +1,153 @@
+//! Processes by pid: liveness, children, signals, bounded waits.
+//!
+//! The servers under test fork (the chat-mio master and its workers, a daemon
+//! that is not our child), so the harness tracks them by pid through `/proc`
+//! and signals them with kill(2), never by name.
+
+use std::fs;
+use std::process::{Child, ExitStatus};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How often bounded waits look again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A process id on this machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pid(pub i32);
+
+impl std::fmt::Display for Pid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The fields of `/proc/PID/stat` that the harness reads.
+struct Stat {
+    state: char,
+    ppid: i32,
+}
+
+fn stat(pid: Pid) -> Option<Stat> {
+    let text = fs::read_to_string(format!("/proc/{}/stat", pid.0)).ok()?;
+    // The command name is in parentheses and may hold blanks: parse after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some(Stat { state, ppid })
+}
+
+/// Tells whether `pid` runs: it exists and is not a zombie waiting to be reaped.
+pub fn alive(pid: Pid) -> bool {
+    stat(pid).is_some_and(|s| s.state != 'Z' && s.state != 'X')
+}
+
+/// Returns the live children of `pid`.
+pub fn children(pid: Pid) -> Vec<Pid> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut found: Vec<Pid> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok().map(Pid))
+        .filter(|&p| stat(p).is_some_and(|s| s.ppid == pid.0 && s.state != 'Z'))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Returns the live descendants of `pid`, children first.
+pub fn descendants(pid: Pid) -> Vec<Pid> {
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    // Bounded: a process tree of a test server is small.
+    for _ in 0..8 {
+        let next: Vec<Pid> = frontier.iter().flat_map(|&p| children(p)).collect();
+        if next.is_empty() {
+            break;
+        }
+        found.extend_from_slice(&next);
+        frontier = next;
+    }
+    found
+}
+
+/// Returns the command line of `pid` with blanks for the NULs, or "" if it is gone.
+pub fn cmdline(pid: Pid) -> String {
+    fs::read(format!("/proc/{}/cmdline", pid.0))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Sends `signal` to `pid`; a process already gone is not an error.
+pub fn signal(pid: Pid, signal: i32) {
+    if pid.0 <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) has no memory effects; a positive pid names one process.
+    unsafe {
+        libc::kill(pid.0, signal);
+    }
+}
+
+/// Waits until `pid` is gone or `within` passes; tells whether it is gone.
+pub fn wait_gone(pid: Pid, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if !alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(POLL);
+    }
+}
+
+/// Waits for a child to exit within `within`, reaping it.
+pub fn wait_child(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(POLL),
+            _ => return None,
+        }
+    }
+}
+
+/// Stops `pids`: SIGTERM, up to `grace` to go, then SIGKILL. Returns the ones
+/// that needed SIGKILL.
+pub fn terminate(pids: &[Pid], grace: Duration) -> Vec<Pid> {
+    for &pid in pids {
+        signal(pid, libc::SIGTERM);
+    }
+    kill_stragglers(pids, grace)
+}
+
+/// Waits up to `grace` for `pids` to exit, then SIGKILLs the rest and returns them.
+pub fn kill_stragglers(pids: &[Pid], grace: Duration) -> Vec<Pid> {
+    let deadline = Instant::now() + grace;
+    let mut killed = Vec::new();
+    for &pid in pids {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if !wait_gone(pid, left) {
+            signal(pid, libc::SIGKILL);
+            wait_gone(pid, Duration::from_secs(5));
+            killed.push(pid);
+        }
+    }
+    killed
+}
+
+/// Retries `probe` until it returns `Some` or `within` passes.
+pub fn eventually<T>(within: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(POLL * 5);
+    }
+}
