@@ -12,6 +12,7 @@
 
 pub mod binaries;
 pub mod client;
+pub mod mio;
 pub mod process;
 pub mod server;
 

@@ -77,6 +77,31 @@ pub fn cmdline(pid: Pid) -> String {
         .unwrap_or_default()
 }
 
+/// Asks `ps` which of `pids` still run, and returns its lines (`PID STAT ARGS`)
+/// for those that are not zombies.
+pub fn ps(pids: &[Pid]) -> Vec<String> {
+    if pids.is_empty() {
+        return Vec::new();
+    }
+    let list: Vec<String> = pids.iter().map(|p| p.0.to_string()).collect();
+    let output = std::process::Command::new("ps")
+        .arg("-o")
+        .arg("pid=,stat=,args=")
+        .arg("-p")
+        .arg(list.join(","))
+        .output();
+    match output {
+        Ok(output) => String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.split_whitespace().nth(1).is_some_and(|stat| !stat.starts_with('Z')))
+            .map(str::to_owned)
+            .collect(),
+        // Without ps, /proc tells the same.
+        Err(_) => pids.iter().filter(|&&p| alive(p)).map(|p| format!("{p} ? {}", cmdline(*p))).collect(),
+    }
+}
+
 /// Sends `signal` to `pid`; a process already gone is not an error.
 pub fn signal(pid: Pid, signal: i32) {
     if pid.0 <= 0 {

@@ -396,6 +396,18 @@ impl Server {
         run_bounded(command)
     }
 
+    /// Starts `chat-mio ARGS --pid-file P` without waiting for it, for commands
+    /// that wait (`stop -g`); the caller waits with [`crate::process::wait_child`].
+    pub fn ctl_spawn(&self, args: &[&str]) -> Child {
+        let mut command = Command::new(Binary::Mio.path());
+        command.args(args).arg("--pid-file").arg(self.pid_file());
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        match command.spawn() {
+            Ok(child) => child,
+            Err(e) => panic!("cannot run {command:?}: {e}"),
+        }
+    }
+
     /// Sends `signal` to the main process.
     pub fn signal(&self, signal: i32) {
         process::signal(self.main, signal);
