@@ -57,7 +57,10 @@ impl Failure {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     let paths = match Paths::new(cli.pid_file.as_deref()) {
         Ok(paths) => paths,
         Err(e) => {
@@ -80,6 +83,24 @@ fn main() -> ExitCode {
             ExitCode::from(failure.code)
         }
     }
+}
+
+/// Reports a command-line error as one line and exit status 1 (help and
+/// version requests print in full and succeed).
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        let _ = e.print();
+        return ExitCode::from(1);
+    }
+    let text = e.render().to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    eprintln!("chat-mio: {} (try --help)", first.trim_start_matches("error: "));
+    ExitCode::from(1)
 }
 
 /// Sets up logging: time, pid and level on every line, to stderr (which is
@@ -109,7 +130,7 @@ fn start(paths: &Paths, args: StartArgs) -> Result<u8, Failure> {
         Ok(pid_file) => pid_file,
         Err(AcquireError::Running(pid)) => {
             let pid = pid.map_or_else(|| "unknown".to_string(), |p| p.to_string());
-            return Err(Failure::new(format!("chat-mio is already running (pid {pid})")));
+            return Err(Failure::new(format!("already running (pid {pid})")));
         }
         Err(AcquireError::Io(e)) => {
             return Err(Failure::new(format!("cannot open pid file {}: {e}", paths.pid_file.display())))
@@ -209,7 +230,8 @@ fn stop(paths: &Paths, graceful: bool) -> Result<u8, Failure> {
 
 fn reload(paths: &Paths, graceful: bool) -> Result<u8, Failure> {
     if running_master(paths)?.is_none() {
-        return Err(Failure { message: "chat-mio is not running".into(), code: ACTION_NOT_RUNNING });
+        println!("chat-mio is not running");
+        return Ok(ACTION_NOT_RUNNING);
     }
     let answer = control::ask(&paths.control, Request::Reload(graceful), RELOAD_TIMEOUT)
         .map_err(|e| Failure::new(format!("cannot reach the master: {e}")))?;

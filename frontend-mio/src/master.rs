@@ -267,6 +267,7 @@ impl Master {
                 }
             }
             self.fire_timers(Instant::now());
+            self.flush_workers();
         }
     }
 
@@ -445,14 +446,29 @@ impl Master {
         }
         let mut frame = Vec::with_capacity(envelope.len() + 5);
         bus::encode(&mut frame, Kind::Envelope, envelope);
+        for worker in self.workers.values_mut() {
+            if worker.doomed {
+                continue;
+            }
+            if let Some(bus) = worker.bus.as_mut() {
+                // Written once per loop turn by `flush_workers`: many frames in
+                // one write cost the socket far less than one write each.
+                bus.queue_encoded(&frame);
+            }
+        }
+    }
+
+    /// Writes what waits for each worker, and kills a worker whose backlog
+    /// passed `--max-bus-queue`: it stopped reading (stopped, stuck) and must
+    /// not make the master buffer without bound.
+    fn flush_workers(&mut self) {
         let mut stuck = Vec::new();
         for (&shard, worker) in &mut self.workers {
             if worker.doomed {
                 continue;
             }
             let Some(bus) = worker.bus.as_mut() else { continue };
-            bus.queue_encoded(&frame);
-            // Errors show up as EOF on the read side, which handles the death.
+            // A write error shows up as EOF on the read side, which handles the death.
             let _ = bus.flush();
             if bus.queued() > self.max_bus_queue {
                 stuck.push(shard);

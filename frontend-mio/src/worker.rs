@@ -73,6 +73,8 @@ struct Conn {
     interest: Interest,
     /// The peer sent FIN.
     read_closed: bool,
+    /// Waits in `Worker::carry` for its next read budget.
+    carried: bool,
 }
 
 /// How the worker is stopping.
@@ -194,6 +196,9 @@ impl Worker {
                 }
             }
             for id in std::mem::take(&mut self.carry) {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.carried = false;
+                }
                 self.read_conn(id, now);
             }
             self.accept(now);
@@ -204,10 +209,13 @@ impl Worker {
 
     /// Tells whether the worker is done: stopped and flushed, or past its deadline.
     fn finished(&self) -> bool {
+        // Lingering sockets are flushed and half-closed already: the exit
+        // closes them, so they do not hold a stopping worker back.
+        let flushed = || self.conns.values().all(|c| matches!(c.state, State::Lingering(_)));
         match self.stopping {
             None => false,
-            Some(Stopping::Now(deadline)) => self.conns.is_empty() || Instant::now() >= deadline,
-            Some(Stopping::Graceful) => self.conns.is_empty() && self.shard.connection_count() == 0,
+            Some(Stopping::Now(deadline)) => flushed() || Instant::now() >= deadline,
+            Some(Stopping::Graceful) => flushed() && self.shard.connection_count() == 0,
         }
     }
 
@@ -280,7 +288,14 @@ impl Worker {
         }
         self.conns.insert(
             id,
-            Conn { stream, peer, state: State::Open, interest: Interest::READABLE, read_closed: false },
+            Conn {
+                stream,
+                peer,
+                state: State::Open,
+                interest: Interest::READABLE,
+                read_closed: false,
+                carried: false,
+            },
         );
         self.drain(now);
         // Bytes may have arrived with the connection; edge-triggered readiness
@@ -292,7 +307,7 @@ impl Worker {
         let mut budget = READ_BUDGET;
         loop {
             let Some(c) = self.conns.get_mut(&id) else { return };
-            if c.read_closed {
+            if c.read_closed || c.carried {
                 return;
             }
             let lingering = matches!(c.state, State::Lingering(_));
@@ -316,7 +331,14 @@ impl Worker {
                     }
                     budget -= n;
                     if budget == 0 {
-                        self.carry.push(id);
+                        // Once per turn: a connection already waiting for its
+                        // next budget must not get a second one.
+                        if let Some(c) = self.conns.get_mut(&id) {
+                            if !c.carried {
+                                c.carried = true;
+                                self.carry.push(id);
+                            }
+                        }
                         return;
                     }
                 }
