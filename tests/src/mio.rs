@@ -32,6 +32,8 @@ pub struct ConnectionRow {
     pub pid: Pid,
     /// The client's address as the server sees it.
     pub peer: String,
+    /// Output queued for it in the server, in bytes.
+    pub queued: u64,
 }
 
 /// A table printed by a control command: the header's column names and the
@@ -80,6 +82,20 @@ fn number<T: std::str::FromStr>(cell: Option<&str>) -> Option<T> {
     cell?.parse().ok()
 }
 
+/// Parses a byte count, plain or as `3.7 MiB`, into bytes (rounded).
+fn size(cell: &str) -> Option<u64> {
+    let (number, unit) = cell.split_once(' ').unwrap_or((cell, "B"));
+    let scale = match unit {
+        "B" => 1.0,
+        "KiB" => 1024.0,
+        "MiB" => 1024.0 * 1024.0,
+        "GiB" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let value: f64 = number.parse().ok()?;
+    Some((value * scale).round() as u64)
+}
+
 /// Parses the worker rows of `chat-mio status`.
 pub fn parse_status(text: &str) -> Option<Vec<WorkerRow>> {
     let table = Table::parse(text, "worker pid")?;
@@ -111,6 +127,7 @@ pub fn parse_connections(text: &str) -> Option<Vec<ConnectionRow>> {
                 worker: number(table.cell(row, "worker"))?,
                 pid: Pid(number(table.cell(row, "pid"))?),
                 peer: table.cell(row, "peer")?.to_owned(),
+                queued: size(table.cell(row, "queued")?)?,
             })
         })
         .collect()
@@ -159,7 +176,7 @@ worker  pid    shard  state    memory   connections  lines-in  lines-out  bytes-
     const CONNECTIONS: &str = "\
 id  nick   room   worker  pid    peer             bytes-in  bytes-out  queued
 1   -      lobby  0       27364  127.0.0.1:35446  0         138        0
-3   alice  games  1       27365  127.0.0.1:35436  12        89         0
+3   alice  games  1       27365  127.0.0.1:35436  12        89         1.5 MiB
 -   -      lobby  1       27365  127.0.0.1:35480  0         0          0
 ";
 
@@ -185,5 +202,6 @@ id  nick   room   worker  pid    peer             bytes-in  bytes-out  queued
         assert_eq!(rows[1].worker, 1);
         assert_eq!(rows[1].peer, "127.0.0.1:35436");
         assert_eq!(rows[0].nick, None);
+        assert_eq!(rows[1].queued, 3 << 19);
     }
 }

@@ -801,6 +801,35 @@ fn stop_flushes_then_says_shutting_down(frontend: Frontend) {
     assert_eq!(server.live_processes(), vec![], "processes left after stop");
 }
 
+fn stop_does_not_wait_for_a_stalled_reader(frontend: Frontend) {
+    let mut server = Server::start_with(frontend, &["--max-queue", "64MiB"]);
+    let mut clients = server.crowd(3);
+    let mut stalled = clients.pop().expect("3").named("stalled");
+    let mut writer = clients.pop().expect("3").named("writer");
+    let filler = "s".repeat(1000);
+    // 8 MB, far more than the stalled reader's socket buffers hold, so some of
+    // it is still queued in the server when it stops.
+    for batch in 0..256 {
+        let text: String = (0..32).map(|i| format!("{batch} {i} {filler}\n")).collect();
+        writer.send(text.as_bytes());
+        for i in 0..32 {
+            writer.expect(&format!("You: {batch} {i} {filler}"));
+        }
+    }
+    if let Frontend::Mio { .. } = frontend {
+        let rows = server.connections();
+        let port = format!("127.0.0.1:{}", stalled.local_port());
+        let row = rows.iter().find(|r| r.peer == port).expect("the stalled reader is listed");
+        assert!(row.queued > 0, "nothing queued for the stalled reader: {row:?}");
+    }
+    let started = std::time::Instant::now();
+    server.stop();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(20), "stopping took {took:?}");
+    writer.expect_closed_after(&["* server shutting down"]);
+    assert!(stalled.closed_within(chat_tests::WAIT), "the stalled reader is closed too");
+}
+
 // ---------------------------------------------------------------- identity
 
 fn ids_are_unique_and_never_reused(frontend: Frontend) {
@@ -984,6 +1013,7 @@ frontend_tests!(
     server_full_gets_no_id,
     lines_per_second_limit,
     stop_flushes_then_says_shutting_down,
+    stop_does_not_wait_for_a_stalled_reader,
     ids_are_unique_and_never_reused,
     clients_on_every_shard_see_each_other,
     contested_nick_is_won_once,
