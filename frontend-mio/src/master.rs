@@ -150,6 +150,8 @@ struct Master {
     exits: BTreeMap<String, u64>,
     started_wall: i64,
     started: Instant,
+    /// The server never came up: exit 1.
+    failed: bool,
 }
 
 /// Runs the master until it stops; returns the process exit code.
@@ -232,6 +234,7 @@ impl Master {
             exits: BTreeMap::new(),
             started_wall: unix_now(),
             started: now,
+            failed: false,
         })
     }
 
@@ -276,7 +279,7 @@ impl Master {
         match self.phase {
             Phase::Stopping { .. } if self.workers.is_empty() => {
                 info!("master pid {} stopped", std::process::id());
-                Some(0)
+                Some(if self.failed { 1 } else { 0 })
             }
             _ => None,
         }
@@ -311,6 +314,9 @@ impl Master {
         };
         let shard = self.next_shard;
         self.next_shard += 1;
+        // This worker takes the slot: a respawn still pending for it (say a
+        // reload got here first) would only start a second, unsupervised one.
+        self.slots[slot].respawn_at = None;
         let (mut master_end, worker_end) = UnixStream::pair()?;
         // The worker's copy of the listener: the master keeps its own, so the
         // accept queue survives the worker.
@@ -606,6 +612,7 @@ impl Master {
 
     fn fail_startup(&mut self, message: &str) {
         error!("{message}");
+        self.failed = true;
         if let Some(startup) = self.startup.take() {
             startup.failed(message);
         }

@@ -100,6 +100,8 @@ struct Worker {
     carry: Vec<u64>,
     accept_more: bool,
     accept_paused_until: Option<Instant>,
+    /// Accepting is failing for lack of descriptors (logged once per episode).
+    accept_starved: bool,
     stopping: Option<Stopping>,
     buf: Vec<u8>,
     accepted: u64,
@@ -153,6 +155,7 @@ impl Worker {
             // edge-triggered listener reports only new ones.
             accept_more: true,
             accept_paused_until: None,
+            accept_starved: false,
             stopping: None,
             buf: vec![0; READ_BUDGET],
             accepted: 0,
@@ -250,8 +253,12 @@ impl Worker {
         for _ in 0..ACCEPT_BUDGET {
             let Some(listener) = self.listener.as_ref() else { return };
             match listener.accept() {
-                Ok((stream, peer)) => self.on_accepted(stream, peer, now),
+                Ok((stream, peer)) => {
+                    self.recovered_accepting();
+                    self.on_accepted(stream, peer, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.recovered_accepting();
                     self.accept_more = false;
                     return;
                 }
@@ -259,7 +266,10 @@ impl Worker {
                 Err(e) if is_out_of_resources(&e) => {
                     // Edge-triggered readiness will not report the waiting
                     // connections again, so retry on a timer instead of spinning.
-                    warn!("worker {}: accept: {e}; pausing accepts", self.slot);
+                    if !self.accept_starved {
+                        warn!("worker {}: accept: {e}; retrying every {ACCEPT_PAUSE:?}", self.slot);
+                        self.accept_starved = true;
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_PAUSE);
                     return;
                 }
@@ -267,6 +277,13 @@ impl Worker {
                 // connection is affected.
                 Err(e) => debug!("worker {}: accept: {e}", self.slot),
             }
+        }
+    }
+
+    fn recovered_accepting(&mut self) {
+        if self.accept_starved {
+            self.accept_starved = false;
+            info!("worker {}: accepting again", self.slot);
         }
     }
 
