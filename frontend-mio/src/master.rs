@@ -309,14 +309,14 @@ impl Master {
     /// Forks a new worker for `slot`, starting from the replica at this bus
     /// position: every envelope relayed from now on is queued to it too.
     fn spawn(&mut self, slot: usize) -> io::Result<()> {
+        // This worker takes the slot: a respawn still pending for it (say a
+        // reload got here first) would only start a second, unsupervised one.
+        self.slots[slot].respawn_at = None;
         let Some(listener) = self.slots[slot].listener.as_ref() else {
             return Ok(());
         };
         let shard = self.next_shard;
         self.next_shard += 1;
-        // This worker takes the slot: a respawn still pending for it (say a
-        // reload got here first) would only start a second, unsupervised one.
-        self.slots[slot].respawn_at = None;
         let (mut master_end, worker_end) = UnixStream::pair()?;
         // The worker's copy of the listener: the master keeps its own, so the
         // accept queue survives the worker.
