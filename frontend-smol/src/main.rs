@@ -9,13 +9,13 @@ mod accept;
 mod bus;
 mod cli;
 mod conn;
+mod listen;
 mod logging;
 mod server;
 mod shard_task;
 mod signals;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            log::error!("{message}");
+            // One line, without the logger's prefix: this is what a person at the prompt reads.
             eprintln!("chat-smol: {message}");
             ExitCode::FAILURE
         }
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     let shards = cli.shards();
     let address = cli.server.listen;
-    let listener = TcpListener::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    let listener = listen::bind(address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
     let local = listener.local_addr().map_err(|e| format!("cannot read the listening address: {e}"))?;
     // Caught before the address is announced: whoever reads it may stop us at once.
     let signals = StopSignals::new().map_err(|e| format!("cannot catch SIGINT and SIGTERM: {e}"))?;

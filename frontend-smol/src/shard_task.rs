@@ -4,10 +4,11 @@
 //! The task is the only owner of the shard, so the core needs no lock. Each
 //! turn of its loop it applies what the bus holds for it, fires due timers,
 //! takes a bounded batch from its inbox (accepted sockets, input chunks,
-//! writability), and drains the core's outputs after every event: `Transmit`
-//! is written at once with one nonblocking write of everything queued,
-//! `Publish` goes to the bus, `Close` flushes and closes. Then it sleeps until
-//! the inbox, the bus, a timer or the stop signal wakes it.
+//! writability), and drains the core's outputs after every event: `Publish`
+//! goes to the bus, `Close` flushes and closes, and `Transmit` marks the
+//! connection for a write at the end of the turn: one nonblocking write of
+//! everything the core queued for it, however many lines the turn produced.
+//! Then it sleeps until the inbox, the bus, a timer or the stop signal wakes it.
 //!
 //! The core's per-connection queue is the only output queue: when a write
 //! would block, the connection's task waits for writability and tells the
@@ -33,14 +34,23 @@ pub const INBOX_CAPACITY: usize = 256;
 /// Inbox messages handled per turn before the shard reads the bus and yields.
 const BATCH: usize = 64;
 
+/// Input and envelope bytes handled between two rounds of writes within a
+/// turn: coalescing a whole turn's lines into one write per connection saves
+/// syscalls, but a turn can handle megabytes, and what it queues for one
+/// connection must not approach the core's queue limit before the socket had
+/// a chance to take it.
+const WRITE_EVERY: usize = 64 * 1024;
+
 /// How long a closing connection may take to take its last bytes.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What reaches a shard from the accept loop and from its connections' tasks.
 #[derive(Debug)]
 pub enum Inbox {
-    /// A new connection the accept loop gave to this shard.
-    Accepted(Async<TcpStream>, SocketAddr),
+    /// New connections the accept loop gave to this shard; the sender is
+    /// dropped once their connects are published, so the next ones come later
+    /// in bus order.
+    Accepted(Vec<(Async<TcpStream>, SocketAddr)>, Sender<()>),
     /// Bytes read from a connection.
     Input(ConnId, Vec<u8>),
     /// A clean end of stream from the peer.
@@ -62,6 +72,8 @@ struct Handle {
     waiting: bool,
     /// Set once the core asked to close: the flush deadline.
     closing: Option<Instant>,
+    /// Already listed in [`ShardTask::dirty`].
+    dirty: bool,
 }
 
 /// One shard and everything its task owns.
@@ -77,6 +89,10 @@ pub struct ShardTask {
     conns: HashMap<ConnId, Handle>,
     /// Closing connections by flush deadline.
     closing: BTreeSet<(Instant, ConnId)>,
+    /// Connections with output to write at the end of this turn.
+    dirty: Vec<ConnId>,
+    /// Input and envelope bytes handled since the last round of writes.
+    unwritten_work: usize,
     /// Reused buffer for envelopes read from the bus.
     envelopes: Vec<Arc<[u8]>>,
 }
@@ -106,6 +122,8 @@ impl ShardTask {
             executor,
             conns: HashMap::new(),
             closing: BTreeSet::new(),
+            dirty: Vec::new(),
+            unwritten_work: 0,
             envelopes: Vec::new(),
         }
     }
@@ -125,6 +143,7 @@ impl ShardTask {
             if !congested {
                 busy |= self.read_inbox(now);
             }
+            self.flush_writes(now);
             if let Some(deadline) = stop_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     self.close_all(now);
@@ -191,6 +210,7 @@ impl ShardTask {
                 log::error!("{}: undecodable envelope on the bus: {e}", self.shard.id());
             }
             self.drain_outputs(now);
+            self.count_work(envelope.len(), now);
         }
         self.envelopes = envelopes;
         more
@@ -208,9 +228,20 @@ impl ShardTask {
     }
 
     fn handle(&mut self, message: Inbox, now: Instant) {
+        let mut work = 0;
         match message {
-            Inbox::Accepted(stream, peer) => self.accept(stream, peer, now),
-            Inbox::Input(conn, bytes) => self.shard.handle_bytes(conn, &bytes, now),
+            Inbox::Accepted(batch, published) => {
+                for (stream, peer) in batch {
+                    self.accept(stream, peer, now);
+                }
+                // Drained right away, so the connect is on the bus before the accept loop goes on.
+                self.drain_outputs(now);
+                drop(published);
+            }
+            Inbox::Input(conn, bytes) => {
+                self.shard.handle_bytes(conn, &bytes, now);
+                work = bytes.len();
+            }
             Inbox::Eof(conn) => self.shard.handle_eof(conn, now),
             Inbox::Failed(conn, e) => {
                 if let Some(handle) = self.conns.get(&conn) {
@@ -226,6 +257,7 @@ impl ShardTask {
             }
         }
         self.drain_outputs(now);
+        self.count_work(work, now);
     }
 
     fn accept(&mut self, stream: Async<TcpStream>, peer: SocketAddr, now: Instant) {
@@ -235,14 +267,15 @@ impl ShardTask {
         let (want_write, requests) = channel::bounded(1);
         self.executor.spawn(conn::run(conn, Arc::clone(&stream), self.inbox_tx.clone(), requests)).detach();
         log::debug!("{}: connection from {peer}", self.shard.id());
-        self.conns.insert(conn, Handle { stream, peer, want_write, waiting: false, closing: None });
+        self.conns
+            .insert(conn, Handle { stream, peer, want_write, waiting: false, closing: None, dirty: false });
     }
 
     /// Does everything the core asked for, until it asks for nothing more.
     fn drain_outputs(&mut self, now: Instant) {
         while let Some(output) = self.shard.poll_output() {
             match output {
-                Output::Transmit(conn) => self.write(conn, now),
+                Output::Transmit(conn) => self.mark_dirty(conn),
                 Output::Close { conn, reason } => self.close(conn, reason, now),
                 Output::Publish(envelope) => match &self.bus {
                     Some(bus) => bus.publish(envelope),
@@ -250,6 +283,46 @@ impl ShardTask {
                 },
                 other => log::debug!("{}: ignoring {other:?}", self.shard.id()),
             }
+        }
+    }
+
+    /// Remembers to write to `conn` at the end of the turn, so that everything
+    /// the turn queued for it goes out in one write rather than one per line.
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if let Some(handle) = self.conns.get_mut(&conn) {
+            if !handle.dirty {
+                handle.dirty = true;
+                self.dirty.push(conn);
+            }
+        }
+    }
+
+    /// Counts bytes of input or envelopes handled, and writes once enough
+    /// piled up (see [`WRITE_EVERY`]).
+    fn count_work(&mut self, bytes: usize, now: Instant) {
+        self.unwritten_work += bytes;
+        if self.unwritten_work >= WRITE_EVERY {
+            self.flush_writes(now);
+        }
+    }
+
+    /// Writes to every connection marked during the turn.
+    fn flush_writes(&mut self, now: Instant) {
+        self.unwritten_work = 0;
+        while !self.dirty.is_empty() {
+            let mut dirty = std::mem::take(&mut self.dirty);
+            for conn in dirty.drain(..) {
+                if let Some(handle) = self.conns.get_mut(&conn) {
+                    handle.dirty = false;
+                    self.write(conn, now);
+                }
+            }
+            // Keep the allocation for the next turn.
+            if self.dirty.is_empty() {
+                self.dirty = dirty;
+            }
+            // A failed write closes its connection, which may queue more.
+            self.drain_outputs(now);
         }
     }
 
