@@ -629,3 +629,101 @@ impl Worker {
 fn is_out_of_resources(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream as StdTcpStream;
+    use std::os::unix::net::UnixStream as StdUnixStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::thread;
+
+    use chat_core::Replica;
+
+    use super::*;
+    use crate::bus;
+
+    /// Plays the master for one worker: relays each published envelope straight
+    /// back (a one-shard bus), and sends `Stop` once `stop` is set.
+    fn relay(mut master: StdUnixStream, stop: Arc<AtomicBool>) {
+        master.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let mut inbound = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut stopped = false;
+        loop {
+            if stop.load(Ordering::SeqCst) && !stopped {
+                let mut frame = Vec::new();
+                bus::encode(&mut frame, Kind::Stop, &[]);
+                master.write_all(&frame).unwrap();
+                stopped = true;
+            }
+            match master.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => inbound.extend_from_slice(&chunk[..n]),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+            let mut frames = Vec::new();
+            bus::decode(&mut inbound, &mut frames).unwrap();
+            for frame in frames {
+                if frame.kind == Kind::Publish {
+                    let mut out = Vec::new();
+                    bus::encode(&mut out, Kind::Envelope, &frame.payload);
+                    master.write_all(&out).unwrap();
+                }
+            }
+        }
+    }
+
+    fn line(reader: &mut BufReader<StdTcpStream>) -> String {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line
+    }
+
+    #[test]
+    fn a_worker_serves_its_clients_over_the_bus_and_stops_when_told() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (master, worker_end) = StdUnixStream::pair().unwrap();
+        worker_end.set_nonblocking(true).unwrap();
+        let config = Config { tick: 0, ..Config::default() };
+        let setup = Setup {
+            slot: 0,
+            shard: ShardId(1),
+            snapshot: Replica::new(&config).snapshot(),
+            config,
+            listener,
+            bus: UnixStream::from_std(worker_end),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let relay_stop = Arc::clone(&stop);
+        let relay = thread::spawn(move || relay(master, relay_stop));
+        let worker = thread::spawn(move || run(setup));
+
+        let alice = StdTcpStream::connect(addr).unwrap();
+        alice.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut alice_in = BufReader::new(alice.try_clone().unwrap());
+        let mut alice_out = alice;
+        // Alice is admitted before Bob connects, so the ids are known.
+        alice_out.write_all(b"/nick alice\r\n").unwrap();
+        assert_eq!(line(&mut alice_in), "* You are now alice\n");
+        let bob = StdTcpStream::connect(addr).unwrap();
+        bob.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut bob_in = BufReader::new(bob.try_clone().unwrap());
+        assert_eq!(line(&mut alice_in), "Client #2 is connected\n");
+        // Split anywhere, and the line still arrives whole.
+        alice_out.write_all(b"he").unwrap();
+        alice_out.write_all(b"llo\n").unwrap();
+        assert_eq!(line(&mut alice_in), "You: hello\n");
+        assert_eq!(line(&mut bob_in), "alice: hello\n");
+
+        stop.store(true, Ordering::SeqCst);
+        assert_eq!(worker.join().unwrap(), 0);
+        assert_eq!(line(&mut alice_in), "* server shutting down\n");
+        assert_eq!(line(&mut bob_in), "* server shutting down\n");
+        assert_eq!(line(&mut bob_in), "", "then end of stream");
+        relay.join().unwrap();
+    }
+}
