@@ -212,12 +212,7 @@ impl Client {
     }
 
     fn context(&self) -> String {
-        format!(
-            "{}: consumed so far {:?}; pending {:?}",
-            self.label,
-            tail(&self.seen),
-            String::from_utf8_lossy(&self.buf)
-        )
+        format!("{}: consumed so far {:?}; pending {:?}", self.label, tail(&self.seen), head(&self.buf))
     }
 
     /// Reads raw bytes up to and including `needle`; panics after [`WAIT`] or at EOF.
@@ -471,6 +466,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         return Some(0);
     }
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn head(bytes: &[u8]) -> String {
+    let end = bytes.len().min(2000);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 fn tail(bytes: &[u8]) -> String {

@@ -625,6 +625,131 @@ fn unknown_commands_and_the_double_slash(frontend: Frontend) {
     assert!(b.quiet_sync().is_empty());
 }
 
+fn replies_come_in_the_order_of_the_lines(frontend: Frontend) {
+    let server = Server::start(frontend);
+    let (mut a, mut b) = pair(&server);
+    a.say("/help");
+    let help = a.quiet_sync();
+    a.send(b"/help\nhi\n/bogus\n/who\n/nick\n/rooms\n/msg nobody x\nthere\n/join lobby\n/nick ann\nbye\n");
+    let mut expected: Vec<String> = help.clone();
+    expected.push("You: hi".to_owned());
+    expected.push("Error: unknown command /bogus (try /help)".to_owned());
+    expected.extend([format!("* {}", a.name()), format!("* {}", b.name()), "* 2 in lobby".to_owned()]);
+    expected.push("Error: /nick".to_owned());
+    expected.extend(["* lobby: 2".to_owned(), "* 1 rooms".to_owned()]);
+    expected.push("Error: /msg".to_owned());
+    expected.push("You: there".to_owned());
+    expected.push("Error: /join".to_owned());
+    expected.push("* You are now ann".to_owned());
+    expected.push("You: bye".to_owned());
+    for want in &expected {
+        let got = a.line();
+        // Refusals whose wording is free are matched on their start only.
+        match want.strip_prefix("Error: /") {
+            Some(_) => assert!(got.starts_with("Error: "), "{want:?}: got {got:?}"),
+            _ => assert_eq!(&got, want),
+        }
+    }
+    let name = a.name();
+    b.expect_lines(&[
+        &format!("{name}: hi"),
+        &format!("{name}: there"),
+        &format!("{name} is now ann"),
+        "ann: bye",
+    ]);
+}
+
+fn commands_end_their_name_at_the_first_blank(frontend: Frontend) {
+    let server = Server::start(frontend);
+    let (mut a, mut b) = pair(&server);
+    a.say("/nick\talice");
+    a.expect("* You are now alice");
+    b.expect(&format!("{} is now alice", a.name()));
+    a.say(&format!("/msg\t#{} \t hi  there", b.id()));
+    a.expect(&format!("[private to {}] hi  there", b.name()));
+    b.expect("[private] alice: hi  there");
+    a.say("/join \t games");
+    a.expect("* You left lobby and joined games");
+    b.expect("alice left lobby");
+    a.say("/who\t");
+    a.expect_lines(&[&format!("* alice (#{})", a.id()), "* 1 in games"]);
+}
+
+fn commands_are_sanitised_first(frontend: Frontend) {
+    let server = Server::start(frontend);
+    let (mut a, mut b) = pair(&server);
+    a.send("/x\u{9b}y\n".as_bytes());
+    a.expect("Error: unknown command /xy (try /help)");
+    a.send(b"/join g\x1b[1mames\x07\n");
+    a.expect("* You left lobby and joined g[1mames");
+    b.expect(&format!("{} left lobby", a.name()));
+    let wide = "\u{e9}".repeat(32);
+    a.say(&format!("/join {wide}"));
+    a.expect(&format!("* You left g[1mames and joined {wide}"));
+    a.say(&format!("/join {wide}\u{e9}"));
+    let error = a.line();
+    assert!(error.starts_with("Error: "), "a room name is at most 32 characters: {error:?}");
+    a.say("/rooms");
+    a.expect_lines(&["* lobby: 1", &format!("* {wide}: 1"), "* 2 rooms"]);
+}
+
+fn misbehaving_clients_affect_only_themselves(frontend: Frontend) {
+    let server = Server::start_with(frontend, &["--max-queue", "256KiB"]);
+    let (mut a, mut b) = pair(&server);
+    let names = (a.name(), b.name());
+    // A deterministic mess of bytes: telnet commands, invalid UTF-8, controls.
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = |len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let byte = (seed >> 56) as u8;
+                // Keep IAC IP out, or the client would just quit.
+                if byte == IP {
+                    b'x'
+                } else {
+                    byte
+                }
+            })
+            .collect()
+    };
+    // a and b see the others come and go and say things, their own echoes,
+    // and each other's lines.
+    let noise_only = |lines: &[String]| {
+        lines[..lines.len() - 1]
+            .iter()
+            .all(|l| l.ends_with(" is connected") || l.ends_with(" is close") || l.starts_with("Client #"))
+    };
+    let mut rounds = 0;
+    for round in 0..6 {
+        let mut bad: Vec<Client> = (0..4).map(|_| server.connect()).collect();
+        for client in &mut bad {
+            let _ = client.try_send(noise(3000));
+        }
+        let mut bad = bad.into_iter();
+        let mut resetter = bad.next().expect("4");
+        let _ = resetter.try_send(noise(100));
+        resetter.reset();
+        let mut half = bad.next().expect("4");
+        let _ = half.try_send(b"half closed\n");
+        half.shutdown_write();
+        let _never_reads = bad.next().expect("4");
+        let _quiet = bad.next().expect("4");
+        a.say(&format!("round {round}"));
+        assert!(noise_only(&a.lines_until(&format!("You: round {round}"))));
+        assert!(noise_only(&b.lines_until(&format!("{}: round {round}", names.0))));
+        b.say(&format!("reply {round}"));
+        assert!(noise_only(&b.lines_until(&format!("You: reply {round}"))));
+        assert!(noise_only(&a.lines_until(&format!("{}: reply {round}", names.1))));
+        rounds += 1;
+    }
+    assert_eq!(rounds, 6);
+    let mut late = server.connect();
+    late.say("still fine");
+    // The last round's clients may still be leaving.
+    assert!(noise_only(&late.lines_until("You: still fine")));
+}
+
 // ---------------------------------------------------------------- limits
 
 fn line_too_long_at_the_default_limit(frontend: Frontend) {
@@ -653,6 +778,11 @@ fn line_too_long_with_max_line(frontend: Frontend) {
     // Telnet commands do not count, IAC IAC counts as one byte.
     a.send([b'0', b'1', b'2', b'3', b'4', IAC, NOP, b'5', b'6', b'7', b'8', IAC, IAC, b'\n']);
     a.expect("You: 012345678\u{fffd}");
+    // Counted before sanitising: controls and invalid bytes count as sent.
+    a.send(b"\x07\x07\x07\x07\x07\x07\x07\x07\x07\x07a\n");
+    a.expect("Error: line too long (limit 10 bytes)");
+    a.send(b"\xfe\xfe\xfe\xfe\xfe\xfe\xfe\xfe\xfe\xfe\n");
+    a.expect(&format!("You: {}", "\u{fffd}".repeat(10)));
     a.send(b"0123456789A");
     a.expect("Error: line too long (limit 10 bytes)");
     a.send(b"more and more\r\n  short  \n");
@@ -660,6 +790,7 @@ fn line_too_long_with_max_line(frontend: Frontend) {
     b.expect_lines(&[
         &format!("{name}: 0123456789"),
         &format!("{name}: 012345678\u{fffd}"),
+        &format!("{name}: {}", "\u{fffd}".repeat(10)),
         &format!("{name}: short"),
     ]);
     assert!(b.quiet_sync().is_empty());
@@ -1007,6 +1138,10 @@ frontend_tests!(
     rooms_lists_lobby_first_then_sorted,
     quit_flushes_and_ignores_the_rest,
     unknown_commands_and_the_double_slash,
+    replies_come_in_the_order_of_the_lines,
+    commands_end_their_name_at_the_first_blank,
+    commands_are_sanitised_first,
+    misbehaving_clients_affect_only_themselves,
     line_too_long_at_the_default_limit,
     line_too_long_with_max_line,
     slow_reader_is_closed_and_others_get_every_line,
