@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// The longest a client waits for one thing before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// The longest a client waits for a line while other lines keep coming.
+pub const LONG_WAIT: Duration = Duration::from_secs(60);
+
 /// Numbers the markers of [`Client::sync`] so that each is unique.
 static MARKERS: AtomicU64 = AtomicU64::new(1);
 
@@ -330,29 +333,33 @@ impl Client {
 
     /// Returns the lines up to and including `last`.
     pub fn lines_until(&mut self, last: &str) -> Vec<String> {
-        let mut lines = Vec::new();
-        // Bounded by the per-line wait: every line must come within WAIT.
-        loop {
-            let line = self.line();
-            let done = line == last;
-            lines.push(line);
-            if done {
-                return lines;
-            }
-        }
+        self.lines_until_match(|line| line == last)
     }
 
     /// Returns the lines up to and including the first one that `last` accepts.
+    ///
+    /// Bounded: each line must come within [`WAIT`], and a server that keeps
+    /// talking without ever sending it fails after [`LONG_WAIT`] or a million lines.
     pub fn lines_until_match(&mut self, mut last: impl FnMut(&str) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + LONG_WAIT;
         let mut lines = Vec::new();
-        loop {
+        for _ in 0..1_000_000 {
             let line = self.line();
             let done = last(&line);
             lines.push(line);
             if done {
                 return lines;
             }
+            if Instant::now() > deadline {
+                break;
+            }
         }
+        panic!(
+            "{}: {} lines in {LONG_WAIT:?} without the one awaited; {}",
+            self.label,
+            lines.len(),
+            self.context()
+        );
     }
 
     /// Sends a unique plain line and returns everything received before its

@@ -16,7 +16,7 @@ pub mod mio;
 pub mod process;
 pub mod server;
 
-pub use client::{marker, Client, WAIT};
+pub use client::{marker, Client, LONG_WAIT, WAIT};
 pub use process::Pid;
 pub use server::{CtlOutput, Frontend, Launch, Server, TempDir};
 

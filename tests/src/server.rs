@@ -226,6 +226,7 @@ impl Server {
         }
         command.args(&launch.args);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        stop_with_parent(&mut command);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => panic!("cannot start {}: {e}", binary.display()),
@@ -474,6 +475,26 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.cleanup();
+    }
+}
+
+/// Asks the kernel to send SIGTERM to the server if the test process dies
+/// (killed by a timeout, say) before it could clean up.
+///
+/// The signal comes when the thread that started the server exits; a test
+/// drops its servers before its thread ends, so it only fires when the test
+/// process is gone. A daemon escapes it by design: it leaves the process group.
+fn stop_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // prctl(2), which is async-signal-safe, touching no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
 }
 
