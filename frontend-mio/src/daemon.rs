@@ -115,15 +115,16 @@ pub fn probe(path: &Path) -> io::Result<Probe> {
     }
 }
 
-/// Tells whether `pid` is a live chat-mio master, by its command line.
+/// Tells whether `pid` is a live chat-mio master, by its process title: the
+/// command line, or the thread name (`comm`, 15 bytes), which holds the title
+/// even when the original command line was too short to take all of it.
 pub fn is_master(pid: i32) -> bool {
-    match fs::read(format!("/proc/{pid}/cmdline")) {
-        Ok(bytes) => {
-            let text: String = String::from_utf8_lossy(&bytes).replace('\0', " ");
-            text.contains(MASTER_TITLE)
-        }
-        Err(_) => false,
-    }
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .unwrap_or_default();
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let short: String = MASTER_TITLE.chars().take(15).collect();
+    cmdline.contains(MASTER_TITLE) || comm.trim_end() == short
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
