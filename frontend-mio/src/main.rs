@@ -136,6 +136,7 @@ fn start(paths: &Paths, args: StartArgs) -> Result<u8, Failure> {
             return Err(Failure::new(format!("cannot open pid file {}: {e}", paths.pid_file.display())))
         }
     };
+    raise_fd_limit();
     let workers =
         args.workers.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
     let listen = args.server.listen;
@@ -173,6 +174,20 @@ fn start(paths: &Paths, args: StartArgs) -> Result<u8, Failure> {
         log_note,
     });
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+/// Raises the soft limit on open descriptors to the hard limit: every client
+/// is a descriptor, and 1024 (a common soft default) is far below
+/// `--max-conns`. Workers inherit the limit across fork.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            // Best effort: with the old limit the server still runs, and a
+            // worker out of descriptors pauses accepting rather than failing.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
 }
 
 /// Finds the running master, or explains why there is none to talk to.
