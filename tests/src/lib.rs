@@ -15,6 +15,7 @@ pub mod client;
 pub mod mio;
 pub mod process;
 pub mod server;
+pub mod time;
 
 pub use client::{marker, Client, LONG_WAIT, WAIT};
 pub use process::Pid;

@@ -124,12 +124,19 @@ pub struct Launch {
     frontend: Frontend,
     args: Vec<String>,
     daemon: bool,
+    default_tick: bool,
 }
 
 impl Launch {
     /// Adds flags, e.g. `["--max-line", "10"]`.
     pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Launch {
         self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Leaves `--tick` at the frontend's default instead of passing `--tick 0`.
+    pub fn default_tick(mut self) -> Launch {
+        self.default_tick = true;
         self
     }
 
@@ -186,7 +193,7 @@ pub struct Server {
 impl Server {
     /// Prepares to start `frontend` with `--tick 0` unless the test passes `--tick`.
     pub fn build(frontend: Frontend) -> Launch {
-        Launch { frontend, args: Vec::new(), daemon: false }
+        Launch { frontend, args: Vec::new(), daemon: false, default_tick: false }
     }
 
     /// Starts `frontend` with the default flags (and `--tick 0`).
@@ -221,7 +228,7 @@ impl Server {
             }
         }
         command.arg("--listen").arg("127.0.0.1:0");
-        if !launch.args.iter().any(|a| a == "--tick" || a.starts_with("--tick=")) {
+        if !launch.default_tick && !launch.args.iter().any(|a| a == "--tick" || a.starts_with("--tick=")) {
             command.arg("--tick").arg("0");
         }
         command.args(&launch.args);

@@ -226,6 +226,16 @@ fn clients_on_different_workers_chat_as_one() {
         let error = clients[j].line();
         assert!(error.starts_with("Error: "), "worker {}: {error:?}", rows[j].worker);
     }
+    // Private messages across workers, by nick and by id.
+    for &j in rest {
+        clients[j].say(&format!("/msg DORA hi from worker {}", rows[j].worker));
+        clients[j].expect(&format!("[private to dora] hi from worker {}", rows[j].worker));
+        clients[*first].expect(&format!("[private] {}: hi from worker {}", names[j], rows[j].worker));
+        let id = clients[j].id();
+        clients[*first].say(&format!("/msg #{id} back"));
+        clients[*first].expect(&format!("[private to {}] back", names[j]));
+        clients[j].expect("[private] dora: back");
+    }
     // Joins.
     for &j in rest {
         clients[j].say("/join games");
@@ -307,8 +317,9 @@ fn a_killed_worker_is_replaced_and_its_clients_close() {
     });
     let live: BTreeSet<Pid> = server.workers().into_iter().collect();
     assert_eq!(worker_pids(&after), live);
-    // New clients are served, wherever they land.
+    // New clients are served, wherever they land, with fresh ids.
     let mut late = server.join();
+    assert!(clients.iter().all(|c| c.id() != late.id()), "id {} reused", late.id());
     for &i in &alive {
         clients[i].expect(&format!("{} is connected", late.name()));
     }
@@ -452,6 +463,13 @@ fn graceful_stop_waits_for_clients() {
         b.expect(&format!("{}: waiting {i}", a.name()));
     }
     assert!(matches!(stop.try_wait(), Ok(None)), "stop -g returned while clients are connected");
+    // It stops accepting: a newcomer is refused or closed, never admitted.
+    if let Ok(mut late) = Client::try_connect(server.addr()) {
+        let _ = late.try_send(b"/rooms\n");
+        let rest = late.expect_closed();
+        let rest = String::from_utf8_lossy(&rest);
+        assert!(!rest.contains("* lobby: "), "admitted during a graceful stop: {rest:?}");
+    }
     a.say("/quit");
     a.expect_closed();
     b.expect(&format!("{} is close", a.name()));
@@ -513,4 +531,9 @@ fn dropping_a_server_leaves_no_process() {
         drop(server);
         assert_eq!(process::ps(&pids), Vec::<String>::new(), "left behind");
     }
+}
+
+#[test]
+fn server_time_comes_every_5_seconds_by_default() {
+    chat_tests::time::check_default_tick(Frontend::Mio { workers: 2 });
 }

@@ -300,34 +300,12 @@ fn control_characters_and_escapes_removed(frontend: Frontend) {
 
 // ---------------------------------------------------------------- server time
 
-/// Parses `Server Time: YYYY-MM-DD HH:MM:SS` into seconds since the epoch,
-/// asserting the exact shape.
 fn server_time(line: &str) -> i64 {
-    let stamp = line.strip_prefix("Server Time: ").unwrap_or_else(|| panic!("not a Server Time: {line:?}"));
-    let b = stamp.as_bytes();
-    assert!(
-        b.len() == 19
-            && [4, 7].iter().all(|&i| b[i] == b'-')
-            && b[10] == b' '
-            && [13, 16].iter().all(|&i| b[i] == b':')
-            && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].iter().all(|&i| b[i].is_ascii_digit()),
-        "not YYYY-MM-DD HH:MM:SS: {line:?}"
-    );
-    let n = |r: std::ops::Range<usize>| stamp[r].parse::<i64>().expect("digits");
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    assert!((1..=12).contains(&m) && (1..=31).contains(&d), "{line:?}");
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+    chat_tests::time::parse_server_time(line).unwrap_or_else(|| panic!("not a Server Time line: {line:?}"))
 }
 
 fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970").as_secs() as i64
+    chat_tests::time::now_unix()
 }
 
 fn check_ticks(frontend: Frontend, offset_flag: Option<&str>, offset_secs: i64) {
@@ -335,12 +313,27 @@ fn check_ticks(frontend: Frontend, offset_flag: Option<&str>, offset_secs: i64) 
     args.extend(offset_flag);
     let server = Server::start_with(frontend, &args);
     let mut a = server.connect();
-    let first = server_time(&a.line());
-    let second = server_time(&a.line());
-    assert!(second > first, "ticks go forward: {first} then {second}");
-    let shown_now = now_unix() + offset_secs;
-    // Generous: only a wrong offset or format is off by more than a minute.
-    assert!((second - shown_now).abs() < 60, "Server Time is {second}, expected about {shown_now}");
+    let mut b = server.connect();
+    b.say("/join games");
+    b.lines_until("* You left lobby and joined games");
+    // Every connection gets them, whatever its room.
+    for client in [&mut a, &mut b] {
+        let mut times = Vec::new();
+        for _ in 0..100 {
+            let line = client.line();
+            if line.starts_with("Server Time") {
+                times.push(server_time(&line));
+                if times.len() == 2 {
+                    break;
+                }
+            }
+        }
+        assert_eq!(times.len(), 2, "two Server Time lines");
+        assert!(times[1] > times[0], "ticks go forward: {times:?}");
+        let shown_now = now_unix() + offset_secs;
+        // Generous: only a wrong offset or format is off by more than a minute.
+        assert!((times[1] - shown_now).abs() < 60, "Server Time is {}, expected about {shown_now}", times[1]);
+    }
 }
 
 fn server_time_every_tick_in_utc(frontend: Frontend) {
@@ -878,6 +871,13 @@ fn server_full_gets_no_id(frontend: Frontend) {
     ]);
     let mut refused = server.connect();
     refused.expect_closed_after(&["Error: server full"]);
+    drop(server);
+    let server = Server::start_with(frontend, &["--max-conns", "1", "--welcome", "hello"]);
+    let mut first = server.connect();
+    first.expect("hello");
+    let mut refused = server.connect();
+    refused.expect_closed_after(&["Error: server full"]);
+    assert!(first.quiet_sync().is_empty());
 }
 
 fn lines_per_second_limit(frontend: Frontend) {
@@ -1103,6 +1103,9 @@ fn each_senders_lines_arrive_in_order_everywhere(frontend: Frontend) {
             assert_eq!(text, format!("s{s} n{}", next[s]), "client {j}: out of order or lost");
             next[s] += 1;
         }
+    }
+    for client in &mut clients {
+        assert!(client.quiet_sync().is_empty(), "{}: a line came twice", client.label());
     }
 }
 

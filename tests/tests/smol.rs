@@ -37,3 +37,8 @@ fn sigterm_flushes_the_last_lines_and_exits_0() {
 fn sigint_flushes_the_last_lines_and_exits_0() {
     stops_cleanly_on(libc::SIGINT);
 }
+
+#[test]
+fn server_time_comes_every_5_seconds_by_default() {
+    chat_tests::time::check_default_tick(Frontend::Smol { shards: 2 });
+}
