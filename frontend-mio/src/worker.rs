@@ -25,8 +25,15 @@ const BUS: Token = Token(usize::MAX - 1);
 
 /// Bytes read from one connection per loop turn, so one client cannot starve the rest.
 const READ_BUDGET: usize = 64 << 10;
-/// Connections accepted per loop turn, for the same reason.
+/// Bytes read from all connections together per loop turn: what one turn
+/// publishes comes back over the bus to every worker, so this bounds how far
+/// the bus can fall behind in one turn.
+const TURN_READ_BUDGET: usize = 256 << 10;
+/// Connections accepted per loop turn, so one burst cannot starve the rest.
 const ACCEPT_BUDGET: usize = 128;
+/// Bus bytes per turn from which the worker reads the bus before more client
+/// input (see the run loop).
+const BUS_CATCH_UP: usize = 64 << 10;
 /// How long a closing connection may take to take its queued output.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 /// How long a closed connection's unread input is drained before the socket goes
@@ -99,6 +106,10 @@ struct Worker {
     /// Connections whose read budget ran out with input left.
     carry: Vec<u64>,
     accept_more: bool,
+    /// The last bus read was large: client input waits for the bus.
+    catching_up: bool,
+    /// Client bytes this turn may still read (see `TURN_READ_BUDGET`).
+    turn_budget: usize,
     accept_paused_until: Option<Instant>,
     /// Accepting is failing for lack of descriptors (logged once per episode).
     accept_starved: bool,
@@ -154,6 +165,8 @@ impl Worker {
             // Connections may already wait in the slot's accept queue, and an
             // edge-triggered listener reports only new ones.
             accept_more: true,
+            catching_up: false,
+            turn_budget: TURN_READ_BUDGET,
             accept_paused_until: None,
             accept_starved: false,
             stopping: None,
@@ -183,10 +196,26 @@ impl Worker {
                 return Err(e);
             }
             let now = Instant::now();
+            // The bus first: it is the rest of the server's input. While it
+            // delivers this much per turn the master likely holds more for us,
+            // so our own clients' input waits (TCP pushes back on them) until
+            // the bus has caught up; otherwise a flood would pile up in the
+            // master until it kills us as stuck.
+            let bus_due = self.catching_up || events.iter().any(|e| e.token() == BUS);
+            let bus_bytes = if bus_due { self.on_bus(now) } else { 0 };
+            self.catching_up = bus_bytes >= BUS_CATCH_UP;
+            self.turn_budget = if self.catching_up { 0 } else { TURN_READ_BUDGET };
+            // Connections left over from the last turn go first.
+            for id in std::mem::take(&mut self.carry) {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.carried = false;
+                }
+                self.read_conn(id, now);
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_more = true,
-                    BUS => self.on_bus(now),
+                    BUS => {}
                     Token(t) => {
                         let id = t as u64;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -197,12 +226,6 @@ impl Worker {
                         }
                     }
                 }
-            }
-            for id in std::mem::take(&mut self.carry) {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.carried = false;
-                }
-                self.read_conn(id, now);
             }
             self.accept(now);
             self.fire_timers(now);
@@ -321,7 +344,11 @@ impl Worker {
     }
 
     fn read_conn(&mut self, id: u64, now: Instant) {
-        let mut budget = READ_BUDGET;
+        let mut budget = READ_BUDGET.min(self.turn_budget);
+        if budget == 0 {
+            self.defer_read(id);
+            return;
+        }
         loop {
             let Some(c) = self.conns.get_mut(&id) else { return };
             if c.read_closed || c.carried {
@@ -347,15 +374,9 @@ impl Worker {
                         self.drain(now);
                     }
                     budget -= n;
+                    self.turn_budget -= n;
                     if budget == 0 {
-                        // Once per turn: a connection already waiting for its
-                        // next budget must not get a second one.
-                        if let Some(c) = self.conns.get_mut(&id) {
-                            if !c.carried {
-                                c.carried = true;
-                                self.carry.push(id);
-                            }
-                        }
+                        self.defer_read(id);
                         return;
                     }
                 }
@@ -365,6 +386,17 @@ impl Worker {
                     self.fail(id, now);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Leaves a connection's input for a later turn; once per turn, so a
+    /// connection already waiting for its next budget does not get two.
+    fn defer_read(&mut self, id: u64) {
+        if let Some(c) = self.conns.get_mut(&id) {
+            if !c.carried {
+                c.carried = true;
+                self.carry.push(id);
             }
         }
     }
@@ -506,12 +538,14 @@ impl Worker {
         }
     }
 
-    fn on_bus(&mut self, now: Instant) {
+    /// Reads and handles what the master sent; returns how many bytes that was.
+    fn on_bus(&mut self, now: Instant) -> usize {
         if !self.bus_open {
-            return;
+            return 0;
         }
         let mut frames = Vec::new();
         let end = self.bus.read_frames(&mut frames);
+        let bytes = frames.iter().map(|f| f.payload.len() + 5).sum();
         for frame in frames {
             self.on_frame(frame, now);
         }
@@ -526,6 +560,7 @@ impl Worker {
                 self.lose_bus(now);
             }
         }
+        bytes
     }
 
     fn lose_bus(&mut self, now: Instant) {
