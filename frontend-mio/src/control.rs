@@ -95,6 +95,8 @@ pub struct ControlConn {
     written: usize,
     /// Whether a request was read (further input is ignored).
     pub answered: bool,
+    /// When the client connected; one that sends no request soon is dropped.
+    pub since: std::time::Instant,
 }
 
 /// What reading a control client produced.
@@ -111,7 +113,14 @@ pub enum ControlInput {
 impl ControlConn {
     /// Wraps an accepted client.
     pub fn new(stream: UnixStream) -> ControlConn {
-        ControlConn { stream, inbound: Vec::new(), outbound: Vec::new(), written: 0, answered: false }
+        ControlConn {
+            stream,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            written: 0,
+            answered: false,
+            since: std::time::Instant::now(),
+        }
     }
 
     /// Reads the request line if it is complete.

@@ -43,6 +43,8 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long workers answer a status or connections request before the master
 /// answers without them.
 const REPORT_TIMEOUT: Duration = Duration::from_millis(800);
+/// How long a control client may stay connected without sending its request.
+const CONTROL_IDLE: Duration = Duration::from_secs(5);
 /// How long an immediate stop waits for workers before killing them.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// A worker that ran this long before dying is respawned without delay.
@@ -295,6 +297,9 @@ impl Master {
         }
         for pending in &self.pending {
             consider(pending.deadline);
+        }
+        for client in self.clients.values().filter(|c| !c.answered) {
+            consider(client.since + CONTROL_IDLE);
         }
         match self.phase {
             Phase::Starting(deadline) => consider(deadline),
@@ -701,6 +706,15 @@ impl Master {
         let expired: Vec<u64> = self.pending.iter().filter(|p| p.deadline <= now).map(|p| p.id).collect();
         for id in expired {
             self.finish_pending(id);
+        }
+        let idle: Vec<Token> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.answered && c.since + CONTROL_IDLE <= now)
+            .map(|(&token, _)| token)
+            .collect();
+        for token in idle {
+            self.drop_client(token);
         }
     }
 
