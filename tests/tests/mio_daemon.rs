@@ -52,7 +52,10 @@ fn status_until(server: &Server, what: &str, check: impl Fn(&[WorkerRow]) -> boo
         last = server.status();
         check(&last).then(|| last.clone())
     });
-    found.unwrap_or_else(|| panic!("status never showed {what}: {last:?}\n{}", server.output()))
+    found.unwrap_or_else(|| {
+        let raw = server.ctl(&["status"]);
+        panic!("status never showed {what}: {last:?}\n{}\n{}", raw.stdout, server.output())
+    })
 }
 
 fn finish(mut child: Child, what: &str) -> Option<i32> {
@@ -426,7 +429,9 @@ fn graceful_reload_lets_old_workers_finish_their_clients() {
     let reload = server.ctl_spawn(&["reload", "-g"]);
     // New workers come up while the old ones still serve a and b.
     let _ = finish(reload, "reload -g");
-    status_until(&server, "new workers beside the old", |s| worker_pids(s).difference(&old).count() == 2);
+    status_until(&server, &format!("new workers beside the old {old:?}"), |s| {
+        worker_pids(s).difference(&old).count() == 2
+    });
     for pid in &busy {
         assert!(process::alive(*pid), "old worker {pid} stopped while its client was connected");
     }

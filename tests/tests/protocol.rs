@@ -880,6 +880,34 @@ fn server_full_gets_no_id(frontend: Frontend) {
     assert!(first.quiet_sync().is_empty());
 }
 
+fn server_full_is_decided_server_wide(frontend: Frontend) {
+    let server = Server::start_with(frontend, &["--max-conns", "5"]);
+    // All at once, so that with many shards they race for the last places.
+    let mut clients: Vec<Client> = (0..12).map(|_| server.connect()).collect();
+    for client in &mut clients {
+        let _ = client.try_send(b"/rooms\n");
+    }
+    let mut admitted = 0;
+    for client in &mut clients {
+        let first = client.line();
+        if first == "Error: server full" {
+            client.expect_closed_after(&[]);
+        } else {
+            // Those admitted later are announced to it first.
+            let mut line = first;
+            for _ in 0..12 {
+                if !line.ends_with(" is connected") {
+                    break;
+                }
+                line = client.line();
+            }
+            assert!(line.starts_with("* lobby: "), "{line:?}");
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 5, "exactly --max-conns clients are admitted");
+}
+
 fn lines_per_second_limit(frontend: Frontend) {
     let server = Server::start_with(frontend, &["--max-lines-per-second", "2"]);
     let mut b = server.join().named("b");
@@ -1149,6 +1177,7 @@ frontend_tests!(
     line_too_long_with_max_line,
     slow_reader_is_closed_and_others_get_every_line,
     server_full_gets_no_id,
+    server_full_is_decided_server_wide,
     lines_per_second_limit,
     stop_flushes_then_says_shutting_down,
     stop_does_not_wait_for_a_stalled_reader,
