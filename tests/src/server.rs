@@ -416,6 +416,23 @@ impl Server {
         }
     }
 
+    /// Follows a `chat-mio restart -d`: takes the new master from the pid file
+    /// and the new address from the restart's output, so cleanup reaches the
+    /// new processes. Panics if either is missing.
+    pub fn adopt_restarted(&mut self, restart: &CtlOutput) {
+        self.note_processes();
+        let Some(master) = self.pid_file_pid() else { panic!("no pid file after restart: {restart:?}") };
+        // Restarted by the control command, not spawned by us; adopted first,
+        // so that cleanup reaches it even if the checks below fail.
+        self.main = master;
+        self.child = None;
+        self.known.push(master);
+        self.note_processes();
+        let addr = restart.stdout.lines().chain(restart.stderr.lines()).find_map(listening_addr);
+        let Some(addr) = addr else { panic!("restart printed no address: {restart:?}") };
+        self.addr = addr;
+    }
+
     /// Sends `signal` to the main process.
     pub fn signal(&self, signal: i32) {
         process::signal(self.main, signal);

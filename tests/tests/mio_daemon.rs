@@ -97,6 +97,13 @@ fn start_d_returns_and_a_second_start_is_refused() {
         assert!(said.contains(&master.to_string()), "the refusal names the running pid: {said:?}");
     }
     assert_eq!(server.pid_file_pid(), Some(master), "the pid file is untouched");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+    let pid_mode = mode(&server.pid_file()).unwrap();
+    assert_eq!(pid_mode & 0o002, 0, "the pid file is world-writable: {pid_mode:o}");
+    let socket = server.pid_file().with_extension("sock");
+    let socket_mode = mode(&socket).unwrap_or_else(|e| panic!("no control socket {}: {e}", socket.display()));
+    assert_eq!(socket_mode & 0o077, 0, "the control socket is open to others: {socket_mode:o}");
     let mut a = server.join();
     a.say("still serving");
     a.expect("You: still serving");
@@ -559,4 +566,45 @@ fn dropping_a_server_leaves_no_process() {
 #[test]
 fn server_time_comes_every_5_seconds_by_default() {
     chat_tests::time::check_default_tick(Frontend::Mio { workers: 2 });
+}
+
+#[test]
+fn signals_keep_workermans_map() {
+    let mut server = daemon(2);
+    let old = worker_pids(&server.status());
+    // SIGUSR1 reloads.
+    server.signal(libc::SIGUSR1);
+    status_until(&server, "new workers after SIGUSR1", |s| s.len() == 2 && worker_pids(s).is_disjoint(&old));
+    let mut a = server.join();
+    a.say("after SIGUSR1");
+    a.expect("You: after SIGUSR1");
+    // SIGHUP stops.
+    let pids = server.live_processes();
+    server.signal(libc::SIGHUP);
+    a.expect_closed_after(&["* server shutting down"]);
+    server.wait_exit();
+    assert!(
+        process::eventually(WAIT, || process::ps(&pids).is_empty().then_some(())).is_some(),
+        "processes left after SIGHUP: {:?}",
+        process::ps(&pids)
+    );
+    assert!(!server.pid_file().exists(), "the pid file is removed");
+}
+
+#[test]
+fn restart_stops_then_starts_with_the_new_flags() {
+    let mut server = daemon(2);
+    let old_master = server.main_pid();
+    let old = server.live_processes();
+    let mut a = server.join();
+    let out = server.ctl(&["restart", "-d", "--workers", "3", "--listen", "127.0.0.1:0", "--tick", "0"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    server.adopt_restarted(&out);
+    a.expect_closed_after(&["* server shutting down"]);
+    assert_ne!(server.main_pid(), old_master);
+    assert_eq!(process::ps(&old), Vec::<String>::new(), "the old processes are gone");
+    assert_eq!(server.status().len(), 3, "the new flags apply");
+    let mut b = server.join();
+    b.say("restarted");
+    b.expect("You: restarted");
 }
