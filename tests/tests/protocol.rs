@@ -960,6 +960,27 @@ fn stop_flushes_then_says_shutting_down(frontend: Frontend) {
     assert_eq!(server.live_processes(), vec![], "processes left after stop");
 }
 
+fn stop_delivers_every_line_already_said(frontend: Frontend) {
+    // A line is said once its sender has the echo; a stop right after it must
+    // still deliver it to everyone, on every shard. Several rounds, since the
+    // race it guards against is short.
+    for round in 0..5 {
+        let mut server = Server::start(frontend);
+        let mut clients = server.crowd(6);
+        let name = clients[0].name();
+        let text: String = (0..300).map(|i| format!("r{round} l{i}\n")).collect();
+        clients[0].send(text.as_bytes());
+        clients[0].lines_until(&format!("You: r{round} l299"));
+        server.stop();
+        let mut expected: Vec<String> = (0..300).map(|i| format!("{name}: r{round} l{i}")).collect();
+        expected.push("* server shutting down".to_owned());
+        let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+        for client in &mut clients[1..] {
+            client.expect_closed_after(&expected);
+        }
+    }
+}
+
 fn stop_does_not_wait_for_a_stalled_reader(frontend: Frontend) {
     let mut server = Server::start_with(frontend, &["--max-queue", "64MiB"]);
     let mut clients = server.crowd(3);
@@ -1180,6 +1201,7 @@ frontend_tests!(
     server_full_is_decided_server_wide,
     lines_per_second_limit,
     stop_flushes_then_says_shutting_down,
+    stop_delivers_every_line_already_said,
     stop_does_not_wait_for_a_stalled_reader,
     ids_are_unique_and_never_reused,
     clients_on_every_shard_see_each_other,
