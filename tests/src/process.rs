@@ -26,16 +26,42 @@ impl std::fmt::Display for Pid {
 struct Stat {
     state: char,
     ppid: i32,
+    /// Clock ticks after boot when the process started: with the pid, it names
+    /// one process even if the pid is reused later.
+    start: u64,
 }
 
 fn stat(pid: Pid) -> Option<Stat> {
     let text = fs::read_to_string(format!("/proc/{}/stat", pid.0)).ok()?;
-    // The command name is in parentheses and may hold blanks: parse after the last ')'.
+    // The command name is in parentheses and may hold blanks: parse after the
+    // last ')', where field 3 (state) comes first.
     let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some(Stat { state, ppid })
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let ppid = fields.get(1)?.parse().ok()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some(Stat { state, ppid, start })
+}
+
+/// One process: a pid and its start time, so that a reused pid is never
+/// taken for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Process {
+    /// Its pid.
+    pub pid: Pid,
+    start: u64,
+}
+
+impl Process {
+    /// Names the process that has `pid` now, if one does.
+    pub fn of(pid: Pid) -> Option<Process> {
+        stat(pid).map(|s| Process { pid, start: s.start })
+    }
+
+    /// Tells whether this very process still runs (not a zombie, pid not reused).
+    pub fn alive(self) -> bool {
+        stat(self.pid).is_some_and(|s| s.start == self.start && s.state != 'Z' && s.state != 'X')
+    }
 }
 
 /// Tells whether `pid` runs: it exists and is not a zombie waiting to be reaped.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use crate::binaries::Binary;
 use crate::client::Client;
-use crate::process::{self, Pid};
+use crate::process::{self, Pid, Process};
 
 /// The longest a server may take to start or to stop before the test fails.
 pub const STARTUP: Duration = Duration::from_secs(30);
@@ -184,8 +184,8 @@ pub struct Server {
     child: Option<Child>,
     /// The process that owns the server: chat-smol, or chat-mio's master.
     main: Pid,
-    /// Every pid seen under `main`, so that cleanup can reach orphans.
-    known: Vec<Pid>,
+    /// Every process seen under `main`, so that cleanup can reach orphans.
+    known: Vec<Process>,
     output: Transcript,
     dir: TempDir,
 }
@@ -252,7 +252,7 @@ impl Server {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: Some(child),
             main: pid,
-            known: vec![pid],
+            known: Process::of(pid).into_iter().collect(),
             output,
             dir,
         };
@@ -294,7 +294,7 @@ impl Server {
                 None => panic!("chat-mio start -d returned but wrote no pid file"),
             };
             server.main = master;
-            server.known = vec![master];
+            server.known = Process::of(master).into_iter().collect();
         }
         server.note_processes();
         server
@@ -378,14 +378,14 @@ impl Server {
     /// Returns every process of the server seen so far that still runs.
     pub fn live_processes(&mut self) -> Vec<Pid> {
         self.note_processes();
-        self.known.iter().copied().filter(|&p| process::alive(p)).collect()
+        self.known.iter().filter(|p| p.alive()).map(|p| p.pid).collect()
     }
 
     /// Remembers the current descendants, so cleanup reaches them even as orphans.
     fn note_processes(&mut self) {
         for pid in process::descendants(self.main) {
-            if !self.known.contains(&pid) {
-                self.known.push(pid);
+            if let Some(found) = Process::of(pid).filter(|p| !self.known.contains(p)) {
+                self.known.push(found);
             }
         }
     }
@@ -426,7 +426,7 @@ impl Server {
         // so that cleanup reaches it even if the checks below fail.
         self.main = master;
         self.child = None;
-        self.known.push(master);
+        self.known.extend(Process::of(master));
         self.note_processes();
         let addr = restart.stdout.lines().chain(restart.stderr.lines()).find_map(listening_addr);
         let Some(addr) = addr else { panic!("restart printed no address: {restart:?}") };
@@ -477,21 +477,32 @@ impl Server {
     /// Kills every process of the server now, master last, and reaps it.
     fn cleanup(&mut self) {
         self.note_processes();
-        let workers: Vec<Pid> = self.known.iter().copied().filter(|&p| p != self.main).collect();
-        if process::alive(self.main) {
+        let main = self.known.iter().copied().find(|p| p.pid == self.main);
+        let mut forced = Vec::new();
+        if main.is_some_and(Process::alive) {
             // The master stops its workers itself; give it the chance first.
-            process::terminate(&[self.main], GRACE);
+            forced = process::terminate(&[self.main], GRACE);
         }
         if let Some(child) = self.child.as_mut() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Only the very processes seen, never a stranger that reused a pid.
+        let workers: Vec<Pid> =
+            self.known.iter().filter(|p| p.pid != self.main && p.alive()).map(|p| p.pid).collect();
         let stragglers = process::kill_stragglers(&workers, GRACE);
-        if !stragglers.is_empty() {
-            eprintln!(
-                "{}: workers {stragglers:?} outlived their master by {GRACE:?} and were killed",
-                self.frontend
-            );
+        let problem = match (forced.is_empty(), stragglers.is_empty()) {
+            (true, true) => return,
+            (false, _) => format!("{} ignored SIGTERM for {GRACE:?} and was killed", self.main),
+            (true, false) => {
+                format!("workers {stragglers:?} outlived their master by {GRACE:?} and were killed")
+            }
+        };
+        // A failing test is already unwinding: say it, but do not panic twice.
+        if std::thread::panicking() {
+            eprintln!("{}: {problem}", self.frontend);
+        } else {
+            panic!("{}: {problem}\n{}", self.frontend, self.output());
         }
     }
 }
