@@ -268,10 +268,11 @@ fn telnet_interrupt_closes_and_drops_the_partial_line(frontend: Frontend) {
     let (mut a, mut b) = pair(&server);
     b.say("said");
     b.expect("You: said");
-    b.send([b'p', b'a', b'r', IAC, IP, b'x', b'\n', IAC, DO, TM]);
-    b.expect_closed_after(&[]);
+    // Like /quit, it flushes what is queued first: the echo of "more".
+    b.send([b'm', b'o', b'r', b'e', b'\n', b'p', b'a', b'r', IAC, IP, b'x', b'\n', IAC, DO, TM]);
+    b.expect_closed_after(&["You: more"]);
     let name = b.name();
-    a.expect_lines(&[&format!("{name}: said"), &format!("{name} is close")]);
+    a.expect_lines(&[&format!("{name}: said"), &format!("{name}: more"), &format!("{name} is close")]);
     assert!(a.quiet_sync().is_empty(), "nothing of the interrupted line, nothing after it");
 }
 
