@@ -82,6 +82,8 @@ struct Conn {
     read_closed: bool,
     /// Waits in `Worker::carry` for its next read budget.
     carried: bool,
+    /// Waits in `Worker::to_write` for the end of the turn.
+    write_due: bool,
 }
 
 /// How the worker is stopping.
@@ -105,6 +107,9 @@ struct Worker {
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Connections whose read budget ran out with input left.
     carry: Vec<u64>,
+    /// Connections with output queued this turn, written once at its end so
+    /// that every line the turn produced for one client goes out in one write.
+    to_write: Vec<u64>,
     accept_more: bool,
     /// The last bus read was large: client input waits for the bus.
     catching_up: bool,
@@ -162,6 +167,7 @@ impl Worker {
             conns: HashMap::new(),
             deadlines: BinaryHeap::new(),
             carry: Vec::new(),
+            to_write: Vec::new(),
             // Connections may already wait in the slot's accept queue, and an
             // edge-triggered listener reports only new ones.
             accept_more: true,
@@ -229,7 +235,21 @@ impl Worker {
             }
             self.accept(now);
             self.fire_timers(now);
+            self.write_due(now);
             self.flush_bus();
+        }
+    }
+
+    /// Writes every connection that got output this turn.
+    fn write_due(&mut self, now: Instant) {
+        // Writing can close a connection, which can queue output for others.
+        while !self.to_write.is_empty() {
+            for id in std::mem::take(&mut self.to_write) {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.write_due = false;
+                    self.write_conn(id, now);
+                }
+            }
         }
     }
 
@@ -335,6 +355,7 @@ impl Worker {
                 interest: Interest::READABLE,
                 read_closed: false,
                 carried: false,
+                write_due: false,
             },
         );
         self.drain(now);
@@ -487,7 +508,15 @@ impl Worker {
     fn drain(&mut self, now: Instant) {
         while let Some(output) = self.shard.poll_output() {
             match output {
-                Output::Transmit(conn) => self.write_conn(conn.as_u64(), now),
+                Output::Transmit(conn) => {
+                    let id = conn.as_u64();
+                    if let Some(c) = self.conns.get_mut(&id) {
+                        if !c.write_due {
+                            c.write_due = true;
+                            self.to_write.push(id);
+                        }
+                    }
+                }
                 Output::Close { conn, reason } => self.on_close(conn, reason, now),
                 Output::Publish(envelope) => self.bus.queue(Kind::Publish, &envelope),
                 other => debug!("worker {}: ignoring {other:?}", self.slot),
