@@ -51,9 +51,9 @@ pub(crate) struct OutQueue {
 }
 
 /// Drained buffers above this capacity are freed, so a burst costs memory only
-/// while it lasts and an idle connection holds at most this much; one allocation
-/// per drained burst is cheap beside the write that drained it.
-const KEEP_CAPACITY: usize = 512;
+/// while it lasts and an idle connection holds nothing; one allocation per
+/// drained burst is cheap beside the write that drained it.
+const KEEP_CAPACITY: usize = 0;
 
 impl OutQueue {
     pub(crate) fn len(&self) -> usize {

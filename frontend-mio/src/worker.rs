@@ -42,6 +42,9 @@ const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 const LINGER: Duration = Duration::from_secs(2);
 /// How long accepting pauses when the process or system is out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
+/// Bytes written since the last trim after which an idle worker returns freed
+/// memory to the system.
+const TRIM_AFTER: u64 = 1 << 20;
 /// How long a stopping worker flushes before it exits regardless.
 const STOP_FLUSH: Duration = Duration::from_secs(3);
 
@@ -123,6 +126,8 @@ struct Worker {
     accepted: u64,
     bytes_in: u64,
     bytes_out: u64,
+    /// `bytes_out` when freed memory was last handed back.
+    trimmed_at: u64,
 }
 
 /// Runs a worker until it is told to stop or loses the master; returns the exit code.
@@ -180,6 +185,7 @@ impl Worker {
             accepted: 0,
             bytes_in: 0,
             bytes_out: 0,
+            trimmed_at: 0,
         })
     }
 
@@ -195,11 +201,19 @@ impl Worker {
                 return Ok(());
             }
             let timeout = self.timeout(Instant::now());
+            if timeout.is_none() {
+                // About to sleep with nothing scheduled.
+                self.trim_after_burst();
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
+            }
+            if events.is_empty() {
+                // Woken by a timer alone: a quiet moment.
+                self.trim_after_burst();
             }
             let now = Instant::now();
             // The bus first: it is the rest of the server's input. While it
@@ -237,6 +251,15 @@ impl Worker {
             self.fire_timers(now);
             self.write_due(now);
             self.flush_bus();
+        }
+    }
+
+    /// Returns memory freed since a burst of output to the system, so a worker
+    /// shrinks back to what its connections hold.
+    fn trim_after_burst(&mut self) {
+        if self.bytes_out - self.trimmed_at > TRIM_AFTER {
+            crate::sys::release_free_memory();
+            self.trimmed_at = self.bytes_out;
         }
     }
 
