@@ -76,6 +76,13 @@ impl LineDecoder {
         }
     }
 
+    /// Frees the line buffer if no line is in progress.
+    pub(crate) fn shrink(&mut self) {
+        if self.line.is_empty() {
+            self.release();
+        }
+    }
+
     fn data(&mut self, byte: u8, max_line: usize, sink: &mut impl FnMut(Frame<'_>) -> bool) -> bool {
         if self.pending_cr {
             self.pending_cr = false;

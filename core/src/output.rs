@@ -50,10 +50,10 @@ pub(crate) struct OutQueue {
     head: usize,
 }
 
-/// Drained buffers above this capacity are freed, so a burst costs memory only
-/// while it lasts and an idle connection holds nothing; one allocation per
-/// drained burst is cheap beside the write that drained it.
-const KEEP_CAPACITY: usize = 0;
+/// Drained buffers above this capacity are freed at once, so a burst costs
+/// memory only while it lasts; smaller ones are kept for the next lines and
+/// freed by [`OutQueue::shrink`] when the frontend reports a quiet moment.
+const KEEP_CAPACITY: usize = 4096;
 
 impl OutQueue {
     pub(crate) fn len(&self) -> usize {
@@ -84,6 +84,14 @@ impl OutQueue {
             self.clear();
         }
         taken
+    }
+
+    /// Frees the buffer if nothing is queued.
+    pub(crate) fn shrink(&mut self) {
+        if self.is_empty() {
+            self.bytes = Vec::new();
+            self.head = 0;
+        }
     }
 
     pub(crate) fn clear(&mut self) {

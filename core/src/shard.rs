@@ -335,6 +335,18 @@ impl Shard {
         }
     }
 
+    /// Frees the buffers of connections that have nothing queued or half-read.
+    ///
+    /// Buffers are kept between bursts so that busy connections do not
+    /// allocate for every write; call this at quiet moments (a timer wake-up
+    /// with no I/O, say) so that idle connections cost only their state.
+    pub fn shrink_buffers(&mut self) {
+        for c in self.local.slots.iter_mut().filter_map(|s| s.conn.as_mut()) {
+            c.out.shrink();
+            c.decoder.shrink();
+        }
+    }
+
     /// Returns the next thing the frontend must do; drain it to `None` after every `handle_*`.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {

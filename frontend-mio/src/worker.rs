@@ -258,6 +258,7 @@ impl Worker {
     /// shrinks back to what its connections hold.
     fn trim_after_burst(&mut self) {
         if self.bytes_out - self.trimmed_at > TRIM_AFTER {
+            self.shard.shrink_buffers();
             crate::sys::release_free_memory();
             self.trimmed_at = self.bytes_out;
         }

@@ -507,3 +507,16 @@ fn connections_and_stats_describe_the_shard() {
     let stats = chat.shard.stats();
     assert_eq!((stats.connections, stats.lines_in, stats.lines_out), (1, 2, 2));
 }
+
+#[test]
+fn shrinking_keeps_what_is_queued() {
+    let mut chat = Chat::default();
+    let a = chat.connect();
+    let b = chat.connect();
+    chat.stalled.push(b);
+    chat.send(a, b"hi\nhalf a li");
+    chat.shard.shrink_buffers();
+    chat.send(a, b"ne\n");
+    assert_eq!(chat.take(a), "Client #2 is connected\nYou: hi\nYou: half a line\n");
+    assert_eq!(chat.shard.transmit(b), b"Client #1: hi\nClient #1: half a line\n");
+}
