@@ -5,7 +5,12 @@
 //! socket and only asks this task to wait when a write would block. Reads go to
 //! the shard one chunk at a time over the shard's bounded inbox, so a client
 //! that sends fast waits for its shard instead of filling a queue.
+//!
+//! An idle connection costs little: the task keeps no read buffer of its own.
+//! It reads into its thread's scratch buffer, within one poll, and sends on an
+//! owned copy of just the bytes that arrived.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::TcpStream;
 use std::pin::Pin;
@@ -16,7 +21,7 @@ use std::time::Duration;
 use chat_core::ConnId;
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt};
-use smol::io::{AsyncRead, AsyncReadExt};
+use smol::io::AsyncRead;
 use smol::stream::Stream;
 use smol::{Async, Timer};
 
@@ -30,9 +35,15 @@ const READ_CHUNK: usize = 16 * 1024;
 /// last lines (`* server shutting down`, an error) before the peer reads them.
 const LINGER: Duration = Duration::from_secs(2);
 
+thread_local! {
+    /// The read buffer every connection task polled on this thread shares.
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+}
+
 /// What woke the task.
 enum Wake {
-    Read(io::Result<usize>),
+    /// Bytes read; empty at the end of the stream.
+    Read(io::Result<Vec<u8>>),
     Writable(io::Result<()>),
     /// The shard dropped its end: the connection is closed.
     Closed,
@@ -51,21 +62,18 @@ pub async fn run(
 ) {
     // A receiver is not Unpin (it may hold a listener), so poll it pinned.
     let mut want_write = std::pin::pin!(want_write);
-    let mut buf = vec![0; READ_CHUNK];
     let mut reading = true;
     let mut writing = false;
     loop {
-        let wake = future::poll_fn(|cx| {
-            poll_wake(cx, &stream, want_write.as_mut(), &mut buf, reading, &mut writing)
-        })
-        .await;
+        let wake =
+            future::poll_fn(|cx| poll_wake(cx, &stream, want_write.as_mut(), reading, &mut writing)).await;
         let message = match wake {
             Wake::Closed => break,
-            Wake::Read(Ok(0)) => {
+            Wake::Read(Ok(bytes)) if bytes.is_empty() => {
                 reading = false;
                 Inbox::Eof(conn)
             }
-            Wake::Read(Ok(n)) => Inbox::Input(conn, buf[..n].to_vec()),
+            Wake::Read(Ok(bytes)) => Inbox::Input(conn, bytes),
             Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
             Wake::Read(Err(e)) | Wake::Writable(Err(e)) => {
                 reading = false;
@@ -87,7 +95,6 @@ fn poll_wake(
     cx: &mut Context<'_>,
     stream: &Async<TcpStream>,
     mut want_write: Pin<&mut Receiver<()>>,
-    buf: &mut [u8],
     reading: bool,
     writing: &mut bool,
 ) -> Poll<Wake> {
@@ -105,22 +112,48 @@ fn poll_wake(
         }
     }
     if reading {
-        if let Poll::Ready(result) = Pin::new(&mut &*stream).poll_read(cx, buf) {
+        if let Poll::Ready(result) = poll_read_with(cx, stream, <[u8]>::to_vec) {
             return Poll::Ready(Wake::Read(result));
         }
     }
     Poll::Pending
 }
 
+/// Reads once into this thread's scratch buffer and hands what arrived to
+/// `take` (an empty slice at the end of the stream).
+fn poll_read_with<T>(
+    cx: &mut Context<'_>,
+    stream: &Async<TcpStream>,
+    take: impl FnOnce(&[u8]) -> T,
+) -> Poll<io::Result<T>> {
+    SCRATCH.with_borrow_mut(|buf| {
+        Pin::new(&mut &*stream).poll_read(cx, buf).map(|result| result.map(|n| take(&buf[..n])))
+    })
+}
+
 /// Reads and discards input until the peer closes, an error, or [`LINGER`].
 async fn linger(stream: &Async<TcpStream>) {
-    let drain = async {
-        let mut buf = [0; 4096];
-        let mut reader = stream;
-        while let Ok(1..) = reader.read(&mut buf).await {}
-    };
+    let drain =
+        async { while let Ok(1..) = future::poll_fn(|cx| poll_read_with(cx, stream, <[u8]>::len)).await {} };
     let timeout = async {
         Timer::after(LINGER).await;
     };
     drain.or(timeout).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_task_is_small() {
+        let listener = Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
+        let stream = TcpStream::connect(listener.get_ref().local_addr().unwrap()).unwrap();
+        let stream = Arc::new(Async::new(stream).unwrap());
+        let (inbox, _inbox_rx) = smol::channel::bounded(1);
+        let (_want_write, requests) = smol::channel::bounded(1);
+        let task = run(ConnId::from_u64(1), stream, inbox, requests);
+        let size = std::mem::size_of_val(&task);
+        assert!(size < 1024, "a connection task's future takes {size} bytes");
+    }
 }
