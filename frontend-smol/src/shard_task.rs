@@ -109,8 +109,8 @@ pub struct ShardTask {
 
 /// What ended a shard task's sleep.
 enum Wake {
-    Stop,
     Message(Inbox),
+    /// The bus, a timer or the stop: the next turn sees what changed.
     Other,
 }
 
@@ -183,7 +183,7 @@ impl ShardTask {
                 }
                 // Nothing is ever sent: the sender is dropped to stop.
                 let _ = self.stop.recv().await;
-                Wake::Stop
+                Wake::Other
             };
             let message = async {
                 if congested {
@@ -206,10 +206,8 @@ impl ShardTask {
                 (&mut timer).await;
                 Wake::Other
             };
-            match stop.or(message).or(bell).or(tick).await {
-                Wake::Stop => stop_deadline = Some(self.shut_down(Instant::now())),
-                Wake::Message(message) => self.handle(message, Instant::now()),
-                Wake::Other => {}
+            if let Wake::Message(message) = stop.or(message).or(bell).or(tick).await {
+                self.handle(message, Instant::now());
             }
         }
         log::debug!("{} stopped", self.shard.id());
