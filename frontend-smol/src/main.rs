@@ -14,6 +14,7 @@ mod logging;
 mod server;
 mod shard_task;
 mod signals;
+mod sys;
 
 use std::io::Write;
 use std::process::ExitCode;

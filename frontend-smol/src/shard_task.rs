@@ -49,6 +49,15 @@ const WRITE_EVERY_LINES: usize = 64;
 /// core's queue limit before the socket had a chance to take it.
 const WRITE_EVERY_BYTES: usize = 64 * 1024;
 
+/// Bytes written since the last trim after which a quiet shard frees the
+/// core's spare buffers and returns freed heap to the system.
+const TRIM_AFTER: usize = 1 << 20;
+
+/// How long a shard must have had nothing to do before it trims: a trim
+/// walks every connection and the whole heap, so it waits for the end of a
+/// burst rather than running between its lines.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// How long a closing connection may take to take its last bytes.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -105,6 +114,10 @@ pub struct ShardTask {
     unwritten_bytes: usize,
     /// Reused buffer for envelopes read from the bus.
     envelopes: Vec<Arc<[u8]>>,
+    /// Bytes written since the last trim (see [`TRIM_AFTER`]).
+    written_since_trim: usize,
+    /// When the shard last handled a message or an envelope (see [`QUIET`]).
+    last_work: Instant,
 }
 
 /// What ended a shard task's sleep.
@@ -136,6 +149,8 @@ impl ShardTask {
             unwritten_lines: 0,
             unwritten_bytes: 0,
             envelopes: Vec::new(),
+            written_since_trim: 0,
+            last_work: Instant::now(),
         }
     }
 
@@ -172,7 +187,8 @@ impl ShardTask {
                 continue;
             }
 
-            match self.next_deadline(stop_deadline) {
+            let trim_due = self.trim_when_quiet(now);
+            match self.next_deadline([stop_deadline, trim_due]) {
                 Some(deadline) => timer.set_at(deadline),
                 None => timer = Timer::never(),
             }
@@ -218,6 +234,9 @@ impl ShardTask {
         let Some(bus) = &self.bus else { return false };
         let more = bus.read(&mut self.envelopes);
         let mut envelopes = std::mem::take(&mut self.envelopes);
+        if !envelopes.is_empty() {
+            self.last_work = now;
+        }
         for envelope in envelopes.drain(..) {
             if let Err(e) = self.shard.handle_envelope(&envelope, now) {
                 // Only this server's shards publish, so this is a bug, not bad input.
@@ -242,6 +261,7 @@ impl ShardTask {
     }
 
     fn handle(&mut self, message: Inbox, now: Instant) {
+        self.last_work = now;
         // Lines and bytes of work, see WRITE_EVERY_LINES.
         let mut work = (0, 0);
         match message {
@@ -363,7 +383,10 @@ impl ShardTask {
                 // A nonblocking write of everything queued: one syscall for many lines.
                 match handle.stream.get_ref().write(pending) {
                     Ok(0) => return self.fail(conn, io::ErrorKind::WriteZero.into(), now),
-                    Ok(written) => self.shard.handle_written(conn, written, now),
+                    Ok(written) => {
+                        self.shard.handle_written(conn, written, now);
+                        self.written_since_trim += written;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         handle.waiting = true;
@@ -379,6 +402,24 @@ impl ShardTask {
         if handle.closing.is_some() && self.shard.transmit(conn).is_empty() {
             self.finish_close(conn, now);
         }
+    }
+
+    /// Frees the core's spare buffers and the allocator's free heap once a
+    /// burst wrote enough to have grown them and has been over for
+    /// [`QUIET`], so idle connections cost only their state again; returns
+    /// when to look again if the burst may not be over yet.
+    fn trim_when_quiet(&mut self, now: Instant) -> Option<Instant> {
+        if self.written_since_trim <= TRIM_AFTER {
+            return None;
+        }
+        let due = self.last_work + QUIET;
+        if now < due {
+            return Some(due);
+        }
+        self.shard.shrink_buffers();
+        crate::sys::release_free_memory();
+        self.written_since_trim = 0;
+        None
     }
 
     /// Starts closing a connection the core is done with: flush, then close.
@@ -454,9 +495,10 @@ impl ShardTask {
         }
     }
 
-    fn next_deadline(&self, stop_deadline: Option<Instant>) -> Option<Instant> {
-        [self.shard.poll_timeout(), self.closing.first().map(|&(deadline, _)| deadline), stop_deadline]
+    fn next_deadline(&self, others: [Option<Instant>; 2]) -> Option<Instant> {
+        [self.shard.poll_timeout(), self.closing.first().map(|&(deadline, _)| deadline)]
             .into_iter()
+            .chain(others)
             .flatten()
             .min()
     }
