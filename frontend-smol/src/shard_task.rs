@@ -513,6 +513,13 @@ impl ShardTask {
                 Err(_) => break,
             }
         }
+        // Every line already on the bus was said before the stop: a sender may
+        // have its echo already, so everyone here must get it too.
+        for _ in 0..1024 {
+            if !self.read_bus(now) {
+                break;
+            }
+        }
         log::debug!("{}: shutting down {} connections", self.shard.id(), self.conns.len());
         self.shard.handle_shutdown(now);
         self.drain_outputs(now);
