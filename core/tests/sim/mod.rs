@@ -17,6 +17,7 @@
 #![allow(dead_code)] // every test crate uses a different part of the simulation
 
 pub mod gen;
+pub mod pair;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
