@@ -21,12 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use chat_core::{CloseReason, ConnId, Output, Shard, UnixTime};
-use smol::channel::{self, Receiver, Sender};
+use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt};
 use smol::{Async, Executor, Timer};
 
 use crate::bus::BusPort;
-use crate::conn;
+use crate::conn::{self, Link};
 
 /// Messages a shard's inbox holds; bounded, so a fast client waits its turn.
 pub const INBOX_CAPACITY: usize = 256;
@@ -78,19 +78,33 @@ pub enum Inbox {
     Writable(ConnId),
 }
 
-/// The shard's side of one connection.
+/// The shard's side of one connection: kept small, there is one per
+/// connection (the peer's address is asked of the socket when a log needs it).
 struct Handle {
-    stream: Arc<Async<TcpStream>>,
-    peer: SocketAddr,
-    /// Asks the connection's task to wait for writability; dropping it tells
-    /// the task that the connection is closed.
-    want_write: Sender<()>,
+    /// Shared with the connection's task; dropping the handle closes it.
+    link: Arc<Link>,
     /// A writability request is outstanding: don't write until it answers.
     waiting: bool,
-    /// Set once the core asked to close: the flush deadline.
-    closing: Option<Instant>,
+    /// Set once the core asked to close (the deadline is in [`ShardTask::closing`]).
+    closing: bool,
     /// Already listed in [`ShardTask::dirty`].
     dirty: bool,
+}
+
+impl Handle {
+    /// The peer's address, for logs.
+    fn peer(&self) -> String {
+        match self.link.stream().peer_addr() {
+            Ok(peer) => peer.to_string(),
+            Err(_) => "a gone peer".to_string(),
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.link.close();
+    }
 }
 
 /// One shard and everything its task owns.
@@ -104,7 +118,8 @@ pub struct ShardTask {
     stop: Receiver<()>,
     executor: Arc<Executor<'static>>,
     conns: HashMap<ConnId, Handle>,
-    /// Closing connections by flush deadline.
+    /// Closing connections by flush deadline; an entry whose connection is
+    /// gone already is skipped when its deadline comes.
     closing: BTreeSet<(Instant, ConnId)>,
     /// Connections with output to write at the end of this turn.
     dirty: Vec<ConnId>,
@@ -286,7 +301,7 @@ impl ShardTask {
             }
             Inbox::Failed(conn, e) => {
                 if let Some(handle) = self.conns.get(&conn) {
-                    log::debug!("{}: connection from {} failed: {e}", self.shard.id(), handle.peer);
+                    log::debug!("{}: connection from {} failed: {e}", self.shard.id(), handle.peer());
                 }
                 self.drop_conn(conn, now);
                 work = (1, 0);
@@ -304,13 +319,10 @@ impl ShardTask {
 
     fn accept(&mut self, stream: Async<TcpStream>, peer: SocketAddr, now: Instant) {
         let conn = self.shard.handle_connect(now);
-        let stream = Arc::new(stream);
-        // One slot: a request is either outstanding or not.
-        let (want_write, requests) = channel::bounded(1);
-        self.executor.spawn(conn::run(conn, Arc::clone(&stream), self.inbox_tx.clone(), requests)).detach();
+        let link = Arc::new(Link::new(stream));
+        self.executor.spawn(conn::run(conn, Arc::clone(&link), self.inbox_tx.clone())).detach();
         log::debug!("{}: connection from {peer}", self.shard.id());
-        self.conns
-            .insert(conn, Handle { stream, peer, want_write, waiting: false, closing: None, dirty: false });
+        self.conns.insert(conn, Handle { link, waiting: false, closing: false, dirty: false });
     }
 
     /// Does everything the core asked for, until it asks for nothing more.
@@ -381,7 +393,7 @@ impl ShardTask {
                     break;
                 }
                 // A nonblocking write of everything queued: one syscall for many lines.
-                match handle.stream.get_ref().write(pending) {
+                match handle.link.stream().write(pending) {
                     Ok(0) => return self.fail(conn, io::ErrorKind::WriteZero.into(), now),
                     Ok(written) => {
                         self.shard.handle_written(conn, written, now);
@@ -390,16 +402,14 @@ impl ShardTask {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         handle.waiting = true;
-                        // Full means a request is already outstanding; closed
-                        // means the task saw an error, which it reports itself.
-                        let _ = handle.want_write.try_send(());
+                        handle.link.want_write();
                         break;
                     }
                     Err(e) => return self.fail(conn, e, now),
                 }
             }
         }
-        if handle.closing.is_some() && self.shard.transmit(conn).is_empty() {
+        if handle.closing && self.shard.transmit(conn).is_empty() {
             self.finish_close(conn, now);
         }
     }
@@ -430,17 +440,16 @@ impl ShardTask {
         };
         match reason {
             CloseReason::SlowConsumer => {
-                log::info!("{}: closing {}: it reads too slowly", self.shard.id(), handle.peer);
+                log::info!("{}: closing {}: it reads too slowly", self.shard.id(), handle.peer());
             }
             CloseReason::ServerFull => {
-                log::info!("{}: refusing {}: server full", self.shard.id(), handle.peer)
+                log::info!("{}: refusing {}: server full", self.shard.id(), handle.peer())
             }
-            _ => log::debug!("{}: closing {} ({reason:?})", self.shard.id(), handle.peer),
+            _ => log::debug!("{}: closing {} ({reason:?})", self.shard.id(), handle.peer()),
         }
-        if handle.closing.is_none() {
-            let deadline = now + FLUSH_TIMEOUT;
-            handle.closing = Some(deadline);
-            self.closing.insert((deadline, conn));
+        if !handle.closing {
+            handle.closing = true;
+            self.closing.insert((now + FLUSH_TIMEOUT, conn));
         }
         self.write(conn, now);
     }
@@ -448,9 +457,9 @@ impl ShardTask {
     /// Closes a flushed (or timed-out) connection: FIN after the last byte,
     /// then the task lingers on its input and drops the socket.
     fn finish_close(&mut self, conn: ConnId, now: Instant) {
-        if let Some(handle) = self.remove(conn) {
+        if let Some(handle) = self.conns.remove(&conn) {
             // The peer may be gone already; there is nothing left to tell it.
-            let _ = handle.stream.get_ref().shutdown(Shutdown::Write);
+            let _ = handle.link.stream().shutdown(Shutdown::Write);
         }
         self.shard.handle_close(conn, now);
     }
@@ -458,23 +467,15 @@ impl ShardTask {
     /// Reports a connection that failed while writing.
     fn fail(&mut self, conn: ConnId, error: io::Error, now: Instant) {
         if let Some(handle) = self.conns.get(&conn) {
-            log::debug!("{}: writing to {} failed: {error}", self.shard.id(), handle.peer);
+            log::debug!("{}: writing to {} failed: {error}", self.shard.id(), handle.peer());
         }
         self.drop_conn(conn, now);
     }
 
     /// Drops a broken connection at once.
     fn drop_conn(&mut self, conn: ConnId, now: Instant) {
-        self.remove(conn);
+        self.conns.remove(&conn);
         self.shard.handle_close(conn, now);
-    }
-
-    fn remove(&mut self, conn: ConnId) -> Option<Handle> {
-        let handle = self.conns.remove(&conn)?;
-        if let Some(deadline) = handle.closing {
-            self.closing.remove(&(deadline, conn));
-        }
-        Some(handle)
     }
 
     /// Fires the core's timers and closes connections whose flush timed out.
@@ -487,9 +488,10 @@ impl ShardTask {
             if deadline > now {
                 break;
             }
-            if let Some(handle) = self.conns.get(&conn) {
-                log::debug!("{}: {} did not take its last output in time", self.shard.id(), handle.peer);
-            }
+            self.closing.pop_first();
+            // Ids are never reused: a connection that is gone was closed already.
+            let Some(handle) = self.conns.get(&conn) else { continue };
+            log::debug!("{}: {} did not take its last output in time", self.shard.id(), handle.peer());
             self.finish_close(conn, now);
             self.drain_outputs(now);
         }
