@@ -109,7 +109,7 @@ pub fn run(addr: std::net::SocketAddr, spec: &Fanout) -> io::Result<Report> {
         garbled: 0,
         latency: Histogram::new_with_bounds(1, 600_000_000, 3).map_err(io::Error::other)?,
     };
-    let arrival = bring_in(&mut swarm, &mut crowd, spec.clients, 512, spec.notice_limit, |_, _| {})?;
+    let arrival = bring_in(&mut swarm, &mut crowd, spec.clients, 64, spec.notice_limit, |_, _| {})?;
     if crowd.open[..senders].iter().any(|&o| !o) {
         return Err(io::Error::other("a sender was refused by the server"));
     }

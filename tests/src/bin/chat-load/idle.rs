@@ -18,7 +18,7 @@ pub fn run(
     let empty = tree_usage(server_pid);
     let mut swarm = Swarm::new(addr)?;
     let mut crowd = Crowd::new(conns);
-    let arrival = bring_in(&mut swarm, &mut crowd, conns, 512, notice_limit, |_, _| {})?;
+    let arrival = bring_in(&mut swarm, &mut crowd, conns, 64, notice_limit, |_, _| {})?;
     // Let the server finish what the arrival caused before measuring it at rest.
     swarm.run_until(
         Duration::from_secs(1),
