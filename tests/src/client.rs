@@ -28,6 +28,17 @@ enum Got {
     Timeout,
 }
 
+/// What [`Client::next_line_within`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// A line, without its `\n`.
+    Line(String),
+    /// The server closed the connection.
+    Closed,
+    /// Nothing within the time given.
+    Timeout,
+}
+
 /// One TCP connection to the server under test.
 #[derive(Debug)]
 pub struct Client {
@@ -59,6 +70,62 @@ impl Client {
         let label = match stream.local_addr() {
             Ok(local) => format!("client from port {}", local.port()),
             Err(_) => "client".to_owned(),
+        };
+        Ok(Client { stream, buf: Vec::new(), closed: false, seen: Vec::new(), label, id: None })
+    }
+
+    /// Connects to `addr` with a receive buffer of `bytes` (`SO_RCVBUF`, set
+    /// before the connection so that the window stays small), for a reader
+    /// that falls behind.
+    pub fn connect_with_receive_buffer(addr: SocketAddr, bytes: usize) -> std::io::Result<Client> {
+        use std::os::fd::FromRawFd;
+        let SocketAddr::V4(v4) = addr else {
+            return Err(std::io::Error::new(ErrorKind::Unsupported, "IPv4 only"));
+        };
+        // SAFETY: socket(2) has no memory effects; the descriptor is owned by
+        // the TcpStream below (or closed here on error).
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh socket that nothing else owns.
+        let stream = unsafe { TcpStream::from_raw_fd(fd) };
+        let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+        let sin = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+            sin_zero: [0; 8],
+        };
+        // SAFETY: setsockopt reads `size` and connect reads `sin`, each for the
+        // size given; the fd is open.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                std::ptr::from_ref(&size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: as above.
+        let rc = unsafe {
+            libc::connect(
+                fd,
+                std::ptr::from_ref(&sin).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        stream.set_nodelay(true)?;
+        let label = match stream.local_addr() {
+            Ok(local) => format!("slow client from port {}", local.port()),
+            Err(_) => "slow client".to_owned(),
         };
         Ok(Client { stream, buf: Vec::new(), closed: false, seen: Vec::new(), label, id: None })
     }
@@ -419,6 +486,16 @@ impl Client {
             self.label,
             self.context()
         );
+    }
+
+    /// Returns the next line if one comes within `within`, telling a timeout
+    /// from the end of the stream. Only for pacing, as [`Client::try_line_within`].
+    pub fn next_line_within(&mut self, within: Duration) -> Next {
+        match self.try_line_within(within) {
+            Some(line) => Next::Line(line),
+            None if self.closed => Next::Closed,
+            None => Next::Timeout,
+        }
     }
 
     /// Tells whether the server has closed the connection, waiting up to `within`

@@ -30,7 +30,7 @@ pub mod process;
 pub mod server;
 pub mod time;
 
-pub use client::{marker, Client, LONG_WAIT, WAIT};
+pub use client::{marker, Client, Next, LONG_WAIT, WAIT};
 pub use process::Pid;
 pub use server::{CtlOutput, Frontend, Launch, Server, TempDir};
 

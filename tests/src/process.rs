@@ -128,6 +128,33 @@ pub fn ps(pids: &[Pid]) -> Vec<String> {
     }
 }
 
+/// Returns the CPU time (user and system) `pid` has used, or `None` if it is gone.
+pub fn cpu_time(pid: Pid) -> Option<std::time::Duration> {
+    let text = fs::read_to_string(format!("/proc/{}/stat", pid.0)).ok()?;
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime), counted from 1 with the state as field 3.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&hz| hz > 0).unwrap_or(100);
+    Some(std::time::Duration::from_millis((utime + stime) * 1000 / hz))
+}
+
+/// Returns the resident memory of `pid` in bytes (`VmRSS`), or `None` if it is gone.
+pub fn rss(pid: Pid) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{}/status", pid.0)).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Returns how many descriptors `pid` has open, or `None` if it is gone.
+pub fn open_fds(pid: Pid) -> Option<usize> {
+    Some(fs::read_dir(format!("/proc/{}/fd", pid.0)).ok()?.count())
+}
+
 /// Sends `signal` to `pid`; a process already gone is not an error.
 pub fn signal(pid: Pid, signal: i32) {
     if pid.0 <= 0 {

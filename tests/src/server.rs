@@ -125,6 +125,7 @@ pub struct Launch {
     args: Vec<String>,
     daemon: bool,
     default_tick: bool,
+    nofile: Option<u64>,
 }
 
 impl Launch {
@@ -137,6 +138,13 @@ impl Launch {
     /// Leaves `--tick` at the frontend's default instead of passing `--tick 0`.
     pub fn default_tick(mut self) -> Launch {
         self.default_tick = true;
+        self
+    }
+
+    /// Starts the server with `RLIMIT_NOFILE` set to `n`, soft and hard, so that
+    /// it cannot raise it: every process it forks inherits the limit.
+    pub fn max_open_files(mut self, n: u64) -> Launch {
+        self.nofile = Some(n);
         self
     }
 
@@ -193,7 +201,7 @@ pub struct Server {
 impl Server {
     /// Prepares to start `frontend` with `--tick 0` unless the test passes `--tick`.
     pub fn build(frontend: Frontend) -> Launch {
-        Launch { frontend, args: Vec::new(), daemon: false, default_tick: false }
+        Launch { frontend, args: Vec::new(), daemon: false, default_tick: false, nofile: None }
     }
 
     /// Starts `frontend` with the default flags (and `--tick 0`).
@@ -234,6 +242,9 @@ impl Server {
         command.args(&launch.args);
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         stop_with_parent(&mut command);
+        if let Some(n) = launch.nofile {
+            limit_open_files(&mut command, n);
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => panic!("cannot start {}: {e}", binary.display()),
@@ -526,6 +537,22 @@ fn stop_with_parent(command: &mut Command) {
     unsafe {
         command.pre_exec(|| {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Sets `RLIMIT_NOFILE` to `n`, soft and hard, in the child before it execs.
+fn limit_open_files(command: &mut Command, n: u64) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // setrlimit(2), which is async-signal-safe, on a value on its own stack.
+    unsafe {
+        command.pre_exec(move || {
+            let limit = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == -1 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
