@@ -7,7 +7,8 @@
 //! writability), and drains the core's outputs after every event: `Publish`
 //! goes to the bus, `Close` flushes and closes, and `Transmit` marks the
 //! connection for a write at the end of the turn: one nonblocking write of
-//! everything the core queued for it, however many lines the turn produced.
+//! everything the core queued for it, however many lines the turn produced
+//! (under load, turns within [`COALESCE`] of the last writes share the next).
 //! Then it sleeps until the inbox, the bus, a timer or the stop signal wakes it.
 //!
 //! The core's per-connection queue is the only output queue: when a write
@@ -57,6 +58,18 @@ const TRIM_AFTER: usize = 1 << 20;
 /// walks every connection and the whole heap, so it waits for the end of a
 /// burst rather than running between its lines.
 const QUIET: Duration = Duration::from_secs(1);
+
+/// The shortest time between two rounds of writes at the end of turns. The
+/// first line after a pause goes out at once; under load, the lines that
+/// arrive within this time share one write per connection. A send on
+/// loopback costs about 5 us of CPU whatever it carries, so lines per write
+/// decide the CPU per delivered line. Measured with chat-load fanout 100
+/// clients / 10 senders, window 1, three interleaved runs, in server CPU us
+/// per delivery and deliveries per second: 250 us 0.89-1.22 and 0.37-0.88 M,
+/// 500 us 0.82-0.87 and 0.85-1.06 M, 1 ms 0.71-0.90 and 0.44-0.72 M
+/// (tokio-chat 4.9-5.5 us and 0.15-0.18 M in the same runs; 0.87-1.1 us
+/// without coalescing).
+const COALESCE: Duration = Duration::from_micros(500);
 
 /// How long a closing connection may take to take its last bytes.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -133,6 +146,8 @@ pub struct ShardTask {
     written_since_trim: usize,
     /// When the shard last handled a message or an envelope (see [`QUIET`]).
     last_work: Instant,
+    /// When the last round of writes began (see [`COALESCE`]).
+    last_flush: Instant,
 }
 
 /// What ended a shard task's sleep.
@@ -166,6 +181,7 @@ impl ShardTask {
             envelopes: Vec::new(),
             written_since_trim: 0,
             last_work: Instant::now(),
+            last_flush: Instant::now(),
         }
     }
 
@@ -189,7 +205,7 @@ impl ShardTask {
             if !congested {
                 busy |= self.read_inbox(now);
             }
-            self.flush_writes(now);
+            let write_due = self.flush_when_due(now, stop_deadline.is_some());
             if let Some(deadline) = stop_deadline {
                 if self.conns.is_empty() || now >= deadline {
                     self.close_all(now);
@@ -203,7 +219,7 @@ impl ShardTask {
             }
 
             let trim_due = self.trim_when_quiet(now);
-            match self.next_deadline([stop_deadline, trim_due]) {
+            match self.next_deadline([stop_deadline, trim_due, write_due]) {
                 Some(deadline) => timer.set_at(deadline),
                 None => timer = Timer::never(),
             }
@@ -361,8 +377,26 @@ impl ShardTask {
         }
     }
 
+    /// Writes to every marked connection if the last round of writes is at
+    /// least [`COALESCE`] old (or the shard is stopping); otherwise returns
+    /// when it will be.
+    fn flush_when_due(&mut self, now: Instant, stopping: bool) -> Option<Instant> {
+        if self.dirty.is_empty() {
+            return None;
+        }
+        let due = self.last_flush + COALESCE;
+        if now < due && !stopping {
+            return Some(due);
+        }
+        self.flush_writes(now);
+        None
+    }
+
     /// Writes to every connection marked during the turn.
     fn flush_writes(&mut self, now: Instant) {
+        if !self.dirty.is_empty() {
+            self.last_flush = now;
+        }
         self.unwritten_lines = 0;
         self.unwritten_bytes = 0;
         while !self.dirty.is_empty() {
@@ -497,7 +531,7 @@ impl ShardTask {
         }
     }
 
-    fn next_deadline(&self, others: [Option<Instant>; 2]) -> Option<Instant> {
+    fn next_deadline(&self, others: [Option<Instant>; 3]) -> Option<Instant> {
         [self.shard.poll_timeout(), self.closing.first().map(|&(deadline, _)| deadline)]
             .into_iter()
             .chain(others)
