@@ -16,6 +16,7 @@
 //! shard, which writes whatever the queue holds by then.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -120,6 +121,33 @@ impl Drop for Handle {
     }
 }
 
+/// Hashes connection ids for the handle map, which is looked up for every
+/// recipient of every line: the core hands the ids out, so no client can
+/// choose colliding ones, and one multiplication replaces SipHash.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the odd multiplier spreads consecutive ids over
+        // the high bits (the map's control bytes) and the low ones (its
+        // buckets); the low bits of a product depend only on the low bits of
+        // its factors, so the high half of the id is folded in first.
+        let n = n ^ (n >> 32);
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// One shard and everything its task owns.
 pub struct ShardTask {
     shard: Shard,
@@ -130,7 +158,7 @@ pub struct ShardTask {
     /// Closed (never sent on) when the server stops.
     stop: Receiver<()>,
     executor: Arc<Executor<'static>>,
-    conns: HashMap<ConnId, Handle>,
+    conns: HashMap<ConnId, Handle, BuildHasherDefault<IdHasher>>,
     /// Closing connections by flush deadline; an entry whose connection is
     /// gone already is skipped when its deadline comes.
     closing: BTreeSet<(Instant, ConnId)>,
@@ -173,7 +201,7 @@ impl ShardTask {
             inbox: inbox.1,
             stop,
             executor,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             closing: BTreeSet::new(),
             dirty: Vec::new(),
             unwritten_lines: 0,
