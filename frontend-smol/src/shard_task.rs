@@ -60,17 +60,25 @@ const TRIM_AFTER: usize = 1 << 20;
 /// burst rather than running between its lines.
 const QUIET: Duration = Duration::from_secs(1);
 
-/// The shortest time between two rounds of writes at the end of turns. The
-/// first line after a pause goes out at once; under load, the lines that
-/// arrive within this time share one write per connection. A send on
-/// loopback costs about 5 us of CPU whatever it carries, so lines per write
-/// decide the CPU per delivered line. Measured with chat-load fanout 100
-/// clients / 10 senders, window 1, three interleaved runs, in server CPU us
-/// per delivery and deliveries per second: 250 us 0.89-1.22 and 0.37-0.88 M,
-/// 500 us 0.82-0.87 and 0.85-1.06 M, 1 ms 0.71-0.90 and 0.44-0.72 M
-/// (tokio-chat 4.9-5.5 us and 0.15-0.18 M in the same runs; 0.87-1.1 us
-/// without coalescing).
+/// The shortest time between the starts of two rounds of writes at the end
+/// of turns; the gap is three times what the last round took, within
+/// [`COALESCE`] and [`COALESCE_MAX`], so writing takes at most about a third
+/// of the shard's time when lines keep coming. The first line after a pause
+/// goes out at once; under load, the lines that arrive within the gap share
+/// one write per connection. A send on loopback costs about 5 us of CPU
+/// whatever it carries, so lines per write decide the CPU per delivered line.
+///
+/// Measured with chat-load fanout 100 clients / 10 senders, window 1, on a
+/// loaded 2-core box, server CPU us per delivery: no coalescing 0.87-1.12; a
+/// fixed 500 us 0.77-1.20; a fixed 1 ms 0.71-0.90 but fewer deliveries per
+/// second when the box was quiet (0.44-0.72 M against 0.85-1.06 M); this
+/// rule 0.62-0.81 in four runs interleaved with the fixed 500 us (0.77-1.20)
+/// and tokio-chat (4.75-5.73).
 const COALESCE: Duration = Duration::from_micros(500);
+
+/// The longest gap between two rounds of writes (see [`COALESCE`]), which
+/// bounds what coalescing adds to a line's latency.
+const COALESCE_MAX: Duration = Duration::from_millis(1);
 
 /// How long a closing connection may take to take its last bytes.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -176,6 +184,8 @@ pub struct ShardTask {
     last_work: Instant,
     /// When the last round of writes began (see [`COALESCE`]).
     last_flush: Instant,
+    /// The least time from the start of the last round of writes to the next.
+    round_gap: Duration,
 }
 
 /// What ended a shard task's sleep.
@@ -210,6 +220,7 @@ impl ShardTask {
             written_since_trim: 0,
             last_work: Instant::now(),
             last_flush: Instant::now(),
+            round_gap: COALESCE,
         }
     }
 
@@ -412,7 +423,7 @@ impl ShardTask {
         if self.dirty.is_empty() {
             return None;
         }
-        let due = self.last_flush + COALESCE;
+        let due = self.last_flush + self.round_gap;
         if now < due && !stopping {
             return Some(due);
         }
@@ -422,7 +433,8 @@ impl ShardTask {
 
     /// Writes to every connection marked during the turn.
     fn flush_writes(&mut self, now: Instant) {
-        if !self.dirty.is_empty() {
+        let started = (!self.dirty.is_empty()).then(Instant::now);
+        if started.is_some() {
             self.last_flush = now;
         }
         self.unwritten_lines = 0;
@@ -441,6 +453,9 @@ impl ShardTask {
             }
             // A failed write closes its connection, which may queue more.
             self.drain_outputs(now);
+        }
+        if let Some(started) = started {
+            self.round_gap = (started.elapsed() * 3).clamp(COALESCE, COALESCE_MAX);
         }
     }
 
