@@ -114,6 +114,8 @@ pub enum ReadEnd {
     WouldBlock,
     /// The peer closed its end (or died); every whole frame has been returned.
     Closed,
+    /// The byte limit was reached; more may be waiting on the socket.
+    Limit,
 }
 
 impl BusConn {
@@ -172,8 +174,18 @@ impl BusConn {
 
     /// Reads what the socket holds and appends the whole frames to `frames`.
     pub fn read_frames(&mut self, frames: &mut Vec<Frame>) -> io::Result<ReadEnd> {
+        self.read_frames_upto(frames, usize::MAX)
+    }
+
+    /// Reads like [`BusConn::read_frames`], but stops once `limit` bytes were
+    /// read, so a reader that fell behind can act on a part before the rest.
+    pub fn read_frames_upto(&mut self, frames: &mut Vec<Frame>, limit: usize) -> io::Result<ReadEnd> {
         let mut chunk = [0u8; READ_CHUNK];
+        let mut read = 0usize;
         loop {
+            if read >= limit {
+                return Ok(ReadEnd::Limit);
+            }
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     decode(&mut self.inbound, frames)?;
@@ -182,6 +194,7 @@ impl BusConn {
                     return Ok(ReadEnd::Closed);
                 }
                 Ok(n) => {
+                    read += n;
                     self.inbound.extend_from_slice(&chunk[..n]);
                     decode(&mut self.inbound, frames)?;
                 }

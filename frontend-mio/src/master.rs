@@ -411,7 +411,7 @@ impl Master {
             self.on_frame(shard, frame);
         }
         match end {
-            Ok(ReadEnd::WouldBlock) => {}
+            Ok(ReadEnd::WouldBlock | ReadEnd::Limit) => {}
             Ok(ReadEnd::Closed) => self.bus_closed(shard),
             Err(e) => {
                 warn!("shard {shard}: broken bus ({e}); killing the worker");

@@ -116,6 +116,9 @@ struct Worker {
     accept_more: bool,
     /// The last bus read was large: client input waits for the bus.
     catching_up: bool,
+    /// The last bus read stopped at its limit: more is waiting on the socket,
+    /// and edge-triggered readiness will not say so again.
+    bus_more: bool,
     /// Client bytes this turn may still read (see `TURN_READ_BUDGET`).
     turn_budget: usize,
     accept_paused_until: Option<Instant>,
@@ -177,6 +180,7 @@ impl Worker {
             // edge-triggered listener reports only new ones.
             accept_more: true,
             catching_up: false,
+            bus_more: false,
             turn_budget: TURN_READ_BUDGET,
             accept_paused_until: None,
             accept_starved: false,
@@ -223,7 +227,7 @@ impl Worker {
             // master until it kills us as stuck.
             let bus_due = self.catching_up || events.iter().any(|e| e.token() == BUS);
             let bus_bytes = if bus_due { self.on_bus(now) } else { 0 };
-            self.catching_up = bus_bytes >= BUS_CATCH_UP;
+            self.catching_up = self.bus_more || bus_bytes >= BUS_CATCH_UP;
             self.turn_budget = if self.catching_up { 0 } else { TURN_READ_BUDGET };
             // Connections left over from the last turn go first.
             for id in std::mem::take(&mut self.carry) {
@@ -290,7 +294,7 @@ impl Worker {
     }
 
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.carry.is_empty() || (self.accept_more && self.can_accept(now)) {
+        if !self.carry.is_empty() || self.catching_up || (self.accept_more && self.can_accept(now)) {
             return Some(Duration::ZERO);
         }
         let mut next = self.shard.poll_timeout();
@@ -597,13 +601,17 @@ impl Worker {
             return 0;
         }
         let mut frames = Vec::new();
-        let end = self.bus.read_frames(&mut frames);
+        // A part at a time: a worker that fell behind (paused, busy) writes what
+        // each part queued before it applies the next, so clients that keep up
+        // never see their queue pass the limit because of the backlog.
+        let end = self.bus.read_frames_upto(&mut frames, BUS_CATCH_UP);
         let bytes = frames.iter().map(|f| f.payload.len() + 5).sum();
         for frame in frames {
             self.on_frame(frame, now);
         }
+        self.bus_more = matches!(end, Ok(ReadEnd::Limit));
         match end {
-            Ok(ReadEnd::WouldBlock) => self.flush_bus(),
+            Ok(ReadEnd::WouldBlock | ReadEnd::Limit) => self.flush_bus(),
             Ok(ReadEnd::Closed) => {
                 warn!("worker {}: the master is gone; stopping", self.slot);
                 self.lose_bus(now);

@@ -1046,8 +1046,6 @@ fn slow_readers(frontend: Frontend) {
 }
 
 #[test]
-#[ignore = "bug: a chat-mio worker behind on its bus applies the whole backlog in one turn, so readers \
-            that keep up pass --max-queue and are closed (see mio_catching_up_worker_keeps_its_readers)"]
 fn mio_slow_readers() {
     slow_readers(Frontend::Mio { workers: 2 });
 }
@@ -1061,8 +1059,6 @@ fn smol_slow_readers() {
 /// worker) catches up with its bus without closing readers that keep up: only a
 /// connection that does not read may pass `--max-queue`.
 #[test]
-#[ignore = "bug: chat-mio's worker reads its whole bus backlog in one turn (Bus::read_frames loops to \
-            WouldBlock) and queues it to every client before writing to any"]
 fn mio_catching_up_worker_keeps_its_readers() {
     let _serial = one_at_a_time();
     let server = Server::start_with(Frontend::Mio { workers: 2 }, &["--max-queue", "256KiB"]);
