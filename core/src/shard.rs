@@ -120,6 +120,13 @@ struct Conn {
     bytes_out: u64,
 }
 
+impl Conn {
+    /// Bytes held for the connection: queued, and replies waiting behind its envelopes.
+    fn queued(&self) -> usize {
+        self.out.len() + self.deferred_bytes
+    }
+}
+
 #[derive(Debug)]
 struct Deferred {
     /// Released once this many of the connection's envelopes have come back.
@@ -725,9 +732,8 @@ impl Local {
         if c.phase == Phase::Closing {
             return;
         }
-        if c.out.len() + c.deferred_bytes + bytes.len() > max_queue {
-            self.stats.slow_consumers += 1;
-            return self.kick(conn, CloseReason::SlowConsumer);
+        if c.queued() + bytes.len() > max_queue {
+            return self.too_slow(conn);
         }
         c.out.push(bytes);
         let notify = !c.notified;
@@ -748,9 +754,8 @@ impl Local {
         if c.phase == Phase::Closing {
             return;
         }
-        if c.out.len() + c.deferred_bytes + bytes.len() > max_queue {
-            self.stats.slow_consumers += 1;
-            return self.kick(conn, CloseReason::SlowConsumer);
+        if c.queued() + bytes.len() > max_queue {
+            return self.too_slow(conn);
         }
         c.deferred_bytes += bytes.len();
         c.deferred.push_back(Deferred { after: c.published, bytes: bytes.into(), lines });
@@ -796,6 +801,12 @@ impl Local {
         c.deferred.clear();
         c.deferred_bytes = 0;
         self.outputs.push_back(Output::Close { conn, reason });
+    }
+
+    /// Closes a connection whose queue would pass the limit.
+    fn too_slow(&mut self, conn: ConnId) {
+        self.stats.slow_consumers += 1;
+        self.kick(conn, CloseReason::SlowConsumer);
     }
 
     /// Closes the connection at once, dropping what is queued for it.
