@@ -6,7 +6,7 @@
 //! to the shard, drain `poll_output` completely.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
@@ -29,6 +29,10 @@ const READ_BUDGET: usize = 64 << 10;
 /// publishes comes back over the bus to every worker, so this bounds how far
 /// the bus can fall behind in one turn.
 const TURN_READ_BUDGET: usize = 256 << 10;
+/// Connections written per loop turn: a big room's fan-out goes out in slices
+/// with input read between them, so a line that arrives meanwhile joins the
+/// queues not yet written and shares their write instead of needing its own.
+const WRITE_BUDGET: usize = 256;
 /// Connections accepted per loop turn, so one burst cannot starve the rest.
 const ACCEPT_BUDGET: usize = 128;
 /// Bus bytes per turn from which the worker reads the bus before more client
@@ -45,6 +49,10 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(200);
 /// Bytes written since the last trim after which an idle worker returns freed
 /// memory to the system.
 const TRIM_AFTER: u64 = 1 << 20;
+/// How long a worker must have had nothing to do before it trims: trimming
+/// between two lines of a steady conversation would only free buffers that
+/// the next line allocates again, and delay that line.
+const TRIM_QUIET: Duration = Duration::from_millis(200);
 /// How long a stopping worker flushes before it exits regardless.
 const STOP_FLUSH: Duration = Duration::from_secs(3);
 
@@ -85,7 +93,7 @@ struct Conn {
     read_closed: bool,
     /// Waits in `Worker::carry` for its next read budget.
     carried: bool,
-    /// Waits in `Worker::to_write` for the end of the turn.
+    /// Waits in `Worker::to_write` for its turn to be written.
     write_due: bool,
 }
 
@@ -112,7 +120,7 @@ struct Worker {
     carry: Vec<u64>,
     /// Connections with output queued this turn, written once at its end so
     /// that every line the turn produced for one client goes out in one write.
-    to_write: Vec<u64>,
+    to_write: VecDeque<u64>,
     accept_more: bool,
     /// The last bus read was large: client input waits for the bus.
     catching_up: bool,
@@ -131,6 +139,8 @@ struct Worker {
     bytes_out: u64,
     /// `bytes_out` when freed memory was last handed back.
     trimmed_at: u64,
+    /// When the worker, quiet since, trims (see `TRIM_QUIET`).
+    trim_at: Option<Instant>,
 }
 
 /// Runs a worker until it is told to stop or loses the master; returns the exit code.
@@ -175,7 +185,7 @@ impl Worker {
             conns: HashMap::new(),
             deadlines: BinaryHeap::new(),
             carry: Vec::new(),
-            to_write: Vec::new(),
+            to_write: VecDeque::new(),
             // Connections may already wait in the slot's accept queue, and an
             // edge-triggered listener reports only new ones.
             accept_more: true,
@@ -190,6 +200,7 @@ impl Worker {
             bytes_in: 0,
             bytes_out: 0,
             trimmed_at: 0,
+            trim_at: None,
         })
     }
 
@@ -205,21 +216,17 @@ impl Worker {
                 return Ok(());
             }
             let timeout = self.timeout(Instant::now());
-            if timeout.is_none() {
-                // About to sleep with nothing scheduled.
-                self.trim_after_burst();
-            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(e);
             }
-            if events.is_empty() {
-                // Woken by a timer alone: a quiet moment.
-                self.trim_after_burst();
-            }
             let now = Instant::now();
+            if events.is_empty() {
+                self.trim_if_quiet(now);
+            }
+            let written_before = self.bytes_out;
             // The bus first: it is the rest of the server's input. While it
             // delivers this much per turn the master likely holds more for us,
             // so our own clients' input waits (TCP pushes back on them) until
@@ -253,30 +260,36 @@ impl Worker {
             }
             self.accept(now);
             self.fire_timers(now);
+            // Publish before writing: the other workers fan this turn's lines
+            // out while this one writes to its own clients.
+            self.flush_bus();
             self.write_due(now);
             self.flush_bus();
+            if self.bytes_out != written_before && self.bytes_out - self.trimmed_at > TRIM_AFTER {
+                self.trim_at = Some(now + TRIM_QUIET);
+            }
         }
     }
 
-    /// Returns memory freed since a burst of output to the system, so a worker
-    /// shrinks back to what its connections hold.
-    fn trim_after_burst(&mut self) {
-        if self.bytes_out - self.trimmed_at > TRIM_AFTER {
+    /// Returns memory freed since a burst of output to the system, once the
+    /// worker has been quiet for a while, so it shrinks back to what its
+    /// connections hold.
+    fn trim_if_quiet(&mut self, now: Instant) {
+        if self.trim_at.is_some_and(|t| t <= now) {
+            self.trim_at = None;
             self.shard.shrink_buffers();
             crate::sys::release_free_memory();
             self.trimmed_at = self.bytes_out;
         }
     }
 
-    /// Writes every connection that got output this turn.
+    /// Writes the connections that got output, oldest first, up to the turn's budget.
     fn write_due(&mut self, now: Instant) {
-        // Writing can close a connection, which can queue output for others.
-        while !self.to_write.is_empty() {
-            for id in std::mem::take(&mut self.to_write) {
-                if let Some(c) = self.conns.get_mut(&id) {
-                    c.write_due = false;
-                    self.write_conn(id, now);
-                }
+        for _ in 0..WRITE_BUDGET {
+            let Some(id) = self.to_write.pop_front() else { break };
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.write_due = false;
+                self.write_conn(id, now);
             }
         }
     }
@@ -294,7 +307,11 @@ impl Worker {
     }
 
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.carry.is_empty() || self.catching_up || (self.accept_more && self.can_accept(now)) {
+        if !self.carry.is_empty()
+            || !self.to_write.is_empty()
+            || self.catching_up
+            || (self.accept_more && self.can_accept(now))
+        {
             return Some(Duration::ZERO);
         }
         let mut next = self.shard.poll_timeout();
@@ -305,6 +322,7 @@ impl Worker {
         };
         consider(self.deadlines.peek().map(|Reverse((t, _))| *t));
         consider(self.accept_paused_until);
+        consider(self.trim_at);
         if let Some(Stopping::Now(deadline)) = self.stopping {
             consider(Some(deadline));
         }
@@ -541,7 +559,7 @@ impl Worker {
                     if let Some(c) = self.conns.get_mut(&id) {
                         if !c.write_due {
                             c.write_due = true;
-                            self.to_write.push(id);
+                            self.to_write.push_back(id);
                         }
                     }
                 }
