@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::net::Swarm;
-use crate::procfs::{tree_usage, Usage};
+use crate::procfs::{tree_rss, tree_usage, Usage};
 use crate::report::Report;
 use crate::swarmsync::{bring_in, Crowd};
 
@@ -158,7 +158,7 @@ pub fn run(addr: std::net::SocketAddr, spec: &Fanout) -> io::Result<Report> {
         }
         if let (Some(every), Some(pid)) = (spec.rss_every, spec.server_pid) {
             if now >= next_sample {
-                rss_samples.push((started.elapsed().as_secs_f64(), tree_usage(pid).rss_bytes));
+                rss_samples.push((started.elapsed().as_secs_f64(), tree_rss(pid)));
                 next_sample = now + every;
             }
         }
@@ -215,7 +215,7 @@ pub fn run(addr: std::net::SocketAddr, spec: &Fanout) -> io::Result<Report> {
         report.int("server_rss_kib", a.rss_bytes / 1024);
     }
     if !rss_samples.is_empty() {
-        report.rss_samples(rss_samples);
+        report.rss_samples(&rss_samples);
     }
     report.fail_if(
         run.lost + missing + run.duplicated + run.reordered + run.garbled > 0,

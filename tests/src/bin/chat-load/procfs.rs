@@ -13,36 +13,47 @@ pub struct Usage {
 
 /// Sums RSS and user+system CPU over `root` and every descendant.
 pub fn tree_usage(root: i32) -> Usage {
-    let mut parents = Vec::new();
+    let ticks = clock_ticks();
+    let mut usage = Usage::default();
+    for (_, stat) in tree(root) {
+        usage.rss_bytes += stat.rss_pages * PAGE;
+        usage.cpu_secs += (stat.utime + stat.stime) as f64 / ticks;
+        usage.processes += 1;
+    }
+    usage
+}
+
+/// Resident memory of `root` and of each descendant, by pid.
+pub fn tree_rss(root: i32) -> Vec<(i32, u64)> {
+    tree(root).into_iter().map(|(pid, stat)| (pid, stat.rss_pages * PAGE)).collect()
+}
+
+const PAGE: u64 = 4096;
+
+/// `root` and its descendants, each with its stat line.
+fn tree(root: i32) -> Vec<(i32, Stat)> {
+    let mut all = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for entry in entries.flatten() {
             let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
             if let Some(stat) = read_stat(pid) {
-                parents.push((pid, stat.ppid, stat));
+                all.push((pid, stat));
             }
         }
     }
-    let mut tree = vec![root];
-    let mut usage = Usage::default();
+    let mut members = vec![root];
     let mut i = 0;
-    while i < tree.len() {
-        let pid = tree[i];
-        for (child, ppid, _) in &parents {
-            if *ppid == pid && !tree.contains(child) {
-                tree.push(*child);
+    while i < members.len() {
+        let parent = members[i];
+        for (child, stat) in &all {
+            if stat.ppid == parent && !members.contains(child) {
+                members.push(*child);
             }
         }
         i += 1;
     }
-    let ticks = clock_ticks();
-    for (pid, _, stat) in &parents {
-        if tree.contains(pid) {
-            usage.rss_bytes += stat.rss_pages * 4096;
-            usage.cpu_secs += (stat.utime + stat.stime) as f64 / ticks;
-            usage.processes += 1;
-        }
-    }
-    usage
+    all.retain(|(pid, _)| members.contains(pid));
+    all
 }
 
 struct Stat {

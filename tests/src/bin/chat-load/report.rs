@@ -32,18 +32,37 @@ impl Report {
         self.fields.push((key, Value::Text(value.to_owned())));
     }
 
-    /// Records RSS samples and fails the run if, after the first fifth (warm-up),
-    /// they spread by more than 10% around their mean.
-    pub fn rss_samples(&mut self, samples: Vec<(f64, u64)>) {
-        let warm: Vec<u64> = samples.iter().skip(samples.len() / 5).map(|&(_, rss)| rss).collect();
-        if let (Some(&lo), Some(&hi)) = (warm.iter().min(), warm.iter().max()) {
-            let mean = warm.iter().sum::<u64>() as f64 / warm.len() as f64;
-            let spread = (hi - lo) as f64 / mean.max(1.0);
-            self.int("rss_min_kib", lo / 1024);
-            self.int("rss_max_kib", hi / 1024);
-            self.float("rss_spread_pct", spread * 100.0);
-            self.fail_if(spread > 0.10, "server RSS not flat within 10% after warm-up");
+    /// Records RSS samples (each: seconds into the run, and each server
+    /// process's RSS) and fails the run if any process's memory drifts.
+    ///
+    /// Flat means no trend: after the first fifth (warm-up) each process's
+    /// samples are cut into five spells, and the medians of those spells must
+    /// lie within 10% of each other. A median, not the extremes, because
+    /// output queued for clients during a latency spike is memory in use,
+    /// given back once they catch up, while a leak moves every later spell.
+    pub fn rss_samples(&mut self, samples: &[(f64, Vec<(i32, u64)>)]) {
+        let warm = &samples[samples.len() / 5..];
+        let totals: Vec<u64> =
+            warm.iter().map(|(_, procs)| procs.iter().map(|&(_, rss)| rss).sum()).collect();
+        let (Some(&lo), Some(&hi)) = (totals.iter().min(), totals.iter().max()) else { return };
+        let mean = totals.iter().sum::<u64>() as f64 / totals.len() as f64;
+        self.int("rss_min_kib", lo / 1024);
+        self.int("rss_max_kib", hi / 1024);
+        self.float("rss_spread_pct", (hi - lo) as f64 * 100.0 / mean.max(1.0));
+        let pids: Vec<i32> = warm[0].1.iter().map(|&(pid, _)| pid).collect();
+        let mut worst = 0.0f64;
+        for pid in pids {
+            let series: Vec<u64> =
+                warm.iter().filter_map(|(_, procs)| procs.iter().find(|p| p.0 == pid).map(|p| p.1)).collect();
+            if series.len() < warm.len() {
+                self.fail_if(true, "a server process ended during the run");
+                continue;
+            }
+            worst = worst.max(drift(&series));
         }
+        self.int("rss_processes", warm[0].1.len() as u64);
+        self.float("rss_drift_pct", worst * 100.0);
+        self.fail_if(worst > 0.10, "a server process's RSS drifted by more than 10% after warm-up");
     }
 
     pub fn fail_if(&mut self, failed: bool, why: &str) {
@@ -89,5 +108,65 @@ impl Report {
         }
         let _ = write!(out, ",\"ok\":{}}}", self.failures.is_empty());
         out
+    }
+}
+
+/// How far apart the medians of five consecutive spells of `series` lie,
+/// relative to the median of the whole.
+fn drift(series: &[u64]) -> f64 {
+    let spells = series.len().min(5);
+    let size = series.len().div_ceil(spells.max(1)).max(1);
+    let medians: Vec<u64> = series.chunks(size).map(median).collect();
+    let (Some(&lo), Some(&hi)) = (medians.iter().min(), medians.iter().max()) else { return 0.0 };
+    (hi - lo) as f64 / median(series).max(1) as f64
+}
+
+fn median(values: &[u64]) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn soak(series: &[u64]) -> Report {
+        let samples: Vec<(f64, Vec<(i32, u64)>)> =
+            series.iter().enumerate().map(|(i, &rss)| (i as f64, vec![(1, 8 << 20), (2, rss)])).collect();
+        let mut report = Report::new("soak");
+        report.rss_samples(&samples);
+        report
+    }
+
+    #[test]
+    fn steady_memory_with_spikes_is_flat() {
+        let mut series = vec![4 << 20; 60];
+        series[30] = 6 << 20;
+        series[41] = 7 << 20;
+        assert!(!soak(&series).failed());
+    }
+
+    #[test]
+    fn memory_that_keeps_growing_is_a_drift() {
+        let series: Vec<u64> = (0..60).map(|i| (4 << 20) + i * (16 << 10)).collect();
+        assert!(soak(&series).failed());
+    }
+
+    #[test]
+    fn warm_up_growth_is_not_a_drift() {
+        let series: Vec<u64> =
+            (0..60u64).map(|i| if i < 12 { (1 << 20) + i * (256 << 10) } else { 4 << 20 }).collect();
+        assert!(!soak(&series).failed());
+    }
+
+    #[test]
+    fn a_process_that_ends_fails_the_run() {
+        let mut samples: Vec<(f64, Vec<(i32, u64)>)> =
+            (0..20).map(|i| (i as f64, vec![(1, 1 << 20)])).collect();
+        samples[19].1.clear();
+        let mut report = Report::new("soak");
+        report.rss_samples(&samples);
+        assert!(report.failed());
     }
 }
