@@ -10,6 +10,11 @@
 //! The order is the order of appends. A shard appends its envelopes in the
 //! order the core emits them, so the log keeps each shard's own publishing
 //! order, and every shard (the publisher included) reads the same sequence.
+//!
+//! A stop is a point of that order too, as it is for one shard: the first
+//! shard to stop ends the log, every shard applies what came before, and an
+//! envelope published after it is dropped for everyone, its publisher
+//! included (so no sender is told `You: …` of a line the others never see).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -42,6 +47,8 @@ struct Log {
     bytes: usize,
     /// The next sequence number each shard reads; `None` once its port is dropped.
     cursors: Vec<Option<u64>>,
+    /// The server stopped: the log takes no more envelopes.
+    ended: bool,
 }
 
 impl Log {
@@ -75,17 +82,27 @@ pub struct BusPort {
 /// Creates a bus for `shards` shards and returns one port per shard.
 pub fn new(shards: usize) -> Vec<BusPort> {
     let bus = Arc::new(Bus {
-        log: Mutex::new(Log { base: 0, entries: VecDeque::new(), bytes: 0, cursors: vec![Some(0); shards] }),
+        log: Mutex::new(Log {
+            base: 0,
+            entries: VecDeque::new(),
+            bytes: 0,
+            cursors: vec![Some(0); shards],
+            ended: false,
+        }),
         bell: Event::new(),
     });
     (0..shards).map(|index| BusPort { bus: Arc::clone(&bus), index }).collect()
 }
 
 impl BusPort {
-    /// Appends an envelope to the one order; never waits.
+    /// Appends an envelope to the one order; never waits. After
+    /// [`BusPort::end`] the envelope is dropped.
     pub fn publish(&self, envelope: Vec<u8>) {
         {
             let mut log = self.lock();
+            if log.ended {
+                return;
+            }
             log.bytes += envelope.len();
             log.entries.push_back(envelope.into());
         }
@@ -114,6 +131,12 @@ impl BusPort {
             self.bus.bell.notify(usize::MAX);
         }
         false
+    }
+
+    /// Ends the order here, for every shard, if no shard has yet: what is on
+    /// the log stays to be read; nothing more is appended.
+    pub fn end(&self) {
+        self.lock().ended = true;
     }
 
     /// Tells whether the log holds so much that shards should stop taking
@@ -214,6 +237,18 @@ mod tests {
         assert!(ports[0].congested());
         read_all(&ports[0]);
         assert!(!ports[0].congested());
+    }
+
+    #[test]
+    fn ending_keeps_what_came_before_and_drops_what_comes_after_for_everyone() {
+        let ports = new(2);
+        ports[0].publish(b"before".to_vec());
+        ports[1].end();
+        ports[0].publish(b"after".to_vec());
+        ports[1].publish(b"after too".to_vec());
+        for port in &ports {
+            assert_eq!(read_all(port), vec![b"before".to_vec()]);
+        }
     }
 
     #[test]

@@ -592,8 +592,12 @@ impl ShardTask {
                 Err(_) => break,
             }
         }
-        // Every line already on the bus was said before the stop: a sender may
-        // have its echo already, so everyone here must get it too.
+        // The stop is one point of the bus order: the first shard here ends
+        // the log, and every shard applies all that came before it (a sender
+        // may have its echo already, so everyone here must get the line too).
+        if let Some(bus) = &self.bus {
+            bus.end();
+        }
         for _ in 0..1024 {
             if !self.read_bus(now) {
                 break;

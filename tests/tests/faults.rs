@@ -864,9 +864,11 @@ fn floods(frontend: Frontend) {
     flooder.expect("You: after-a");
     eprintln!("{frontend}: {} without a line end in {:?}", mib(flood as u64), started.elapsed());
 
-    // IAC SB and 1 MiB with no IAC SE: neither relayed nor answered.
+    // IAC SB and no IAC SE for more than the memory margin below (PROTOCOL.md keeps
+    // 64 bytes of it), so a server that kept it all would fail: neither relayed
+    // nor answered.
     flooder.send([IAC, SB, 24]);
-    for _ in 0..scale(1, 16) {
+    for _ in 0..scale(32, 64) {
         flooder.send(&chunk[..]);
     }
     flooder.send([IAC, SE]);
@@ -1282,6 +1284,102 @@ fn mio_stop_with_200_clients() {
 #[test]
 fn smol_stop_with_200_clients() {
     stop_with_clients(Frontend::Smol { shards: 4 });
+}
+
+/// A stop while 20 senders talk flat out: the stop is one point of the server's
+/// order, so every line a sender saw echoed reaches every other client before its
+/// `* server shutting down`.
+fn stop_mid_conversation(frontend: Frontend) {
+    let _serial = one_at_a_time();
+    let mut server = Server::start(frontend);
+    let senders = 20;
+    let mut clients = connect_all(&server, 200);
+    for client in &mut clients {
+        client.quiet_sync();
+    }
+    let swarm = Swarm::start(clients, plans(senders, usize::MAX, Duration::ZERO, 0));
+    // Not a synchronisation: wherever the stop lands, the promise is the same.
+    thread::sleep(Duration::from_millis(500));
+    let status = server.stop();
+    assert!(status.is_some_and(|s| s.success()), "{frontend} exited {status:?}");
+    let tallies: Vec<Tally> =
+        swarm.threads.into_iter().map(|t| t.join().expect("a chatter panicked").1).collect();
+    let echoed: Vec<usize> = (0..senders).map(|s| tallies[s].last.get(&s).copied().unwrap_or(0)).collect();
+    eprintln!("{frontend}: {} lines echoed before the stop", echoed.iter().sum::<usize>());
+    let mut missed = Vec::new();
+    for tally in &tallies {
+        assert!(tally.faults.is_empty(), "{:?}", tally.faults);
+        assert!(tally.closed, "{}: still open after the stop", tally.label);
+        for (s, &n) in echoed.iter().enumerate() {
+            let got = tally.last.get(&s).copied().unwrap_or(0);
+            if got < n {
+                missed.push(format!(
+                    "{}: sender {s}'s lines up to {got}, though it saw {n} echoed",
+                    tally.label
+                ));
+            }
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "{} lost lines at the stop, e.g. {:?}",
+        missed.len(),
+        &missed[..missed.len().min(5)]
+    );
+}
+
+#[test]
+fn mio_stop_mid_conversation() {
+    stop_mid_conversation(Frontend::Mio { workers: 4 });
+}
+
+#[test]
+fn smol_stop_mid_conversation() {
+    stop_mid_conversation(Frontend::Smol { shards: 4 });
+}
+
+/// A stop while one client's queue holds more than its socket takes: the stop
+/// waits for it to read all of it, then says goodbye.
+fn stop_flushes_a_backlog(frontend: Frontend) {
+    let _serial = one_at_a_time();
+    let mut server = Server::start_with(frontend, &["--max-queue", &(16 * MIB).to_string()]);
+    let mut backlog =
+        Client::connect_with_receive_buffer(server.addr(), 4096).expect("connect").named("backlogged");
+    backlog.say("/join backlog");
+    backlog.lines_until("* You left lobby and joined backlog");
+    let mut speaker = server.join().named("speaker");
+    speaker.say("/join backlog");
+    speaker.lines_until("* You left lobby and joined backlog");
+    // More than the kernel holds for one connection (a 4 MiB send buffer at most).
+    let (n, pad) = (2500, 4000);
+    for i in 1..=n {
+        let text = seq_text(0, i, pad);
+        speaker.say(&text);
+        speaker.lines_until(&format!("You: {text}"));
+    }
+    server.signal(libc::SIGTERM);
+    // Not a synchronisation: it only lets the stop begin while the backlog waits.
+    thread::sleep(Duration::from_millis(200));
+    let rest = String::from_utf8(backlog.expect_closed()).expect("UTF-8");
+    let status = server.wait_exit();
+    let mut tally = Tally::new("backlogged");
+    for line in rest.lines() {
+        tally.record(line);
+    }
+    assert!(tally.faults.is_empty(), "{:?}", tally.faults);
+    tally.expect_all(0, n);
+    assert_eq!(rest.lines().last(), Some("* server shutting down"), "the end of the backlog");
+    assert!(status.is_some_and(|s| s.success()), "{frontend} exited {status:?}");
+}
+
+#[test]
+fn mio_stop_flushes_a_backlog() {
+    stop_flushes_a_backlog(Frontend::Mio { workers: 4 });
+}
+
+#[test]
+fn smol_stop_flushes_a_backlog() {
+    stop_flushes_a_backlog(Frontend::Smol { shards: 4 });
 }
 
 // ------------------------------------------------------------ 9. a stale pid file
