@@ -14,6 +14,7 @@ mod listen;
 mod master;
 mod privileges;
 mod report;
+mod rounds;
 mod signals;
 mod sys;
 mod worker;

@@ -14,14 +14,17 @@ use std::time::{Duration, Instant, SystemTime};
 use chat_core::{CloseReason, Config, ConnId, Output, Shard, ShardId, UnixTime};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::socket::{setsockopt, sockopt};
 
 use crate::bus::{BusConn, Frame, Kind, ReadEnd};
 use crate::report::{self, ConnRow, WorkerStatus};
+use crate::rounds::WriteRounds;
 
 const LISTENER: Token = Token(usize::MAX);
 const BUS: Token = Token(usize::MAX - 1);
+const WRITE_TIMER: Token = Token(usize::MAX - 2);
 
 /// Bytes read from one connection per loop turn, so one client cannot starve the rest.
 const READ_BUDGET: usize = 64 << 10;
@@ -118,9 +121,10 @@ struct Worker {
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Connections whose read budget ran out with input left.
     carry: Vec<u64>,
-    /// Connections with output queued this turn, written once at its end so
-    /// that every line the turn produced for one client goes out in one write.
+    /// Connections with output queued, written at the end of a turn so that
+    /// every line produced meanwhile for one client goes out in one write.
     to_write: VecDeque<u64>,
+    rounds: WriteRounds,
     accept_more: bool,
     /// The last bus read was large: client input waits for the bus.
     catching_up: bool,
@@ -161,7 +165,7 @@ pub fn run(setup: Setup) -> i32 {
 }
 
 fn conn_token(id: u64) -> Option<Token> {
-    usize::try_from(id).ok().filter(|&t| t < BUS.0).map(Token)
+    usize::try_from(id).ok().filter(|&t| t < WRITE_TIMER.0).map(Token)
 }
 
 impl Worker {
@@ -175,6 +179,8 @@ impl Worker {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut bus = BusConn::new(setup.bus);
         poll.registry().register(bus.stream_mut(), BUS, Interest::READABLE | Interest::WRITABLE)?;
+        let rounds = WriteRounds::new(now)?;
+        poll.registry().register(&mut SourceFd(&rounds.fd()), WRITE_TIMER, Interest::READABLE)?;
         Ok(Worker {
             slot: setup.slot,
             poll,
@@ -186,6 +192,7 @@ impl Worker {
             deadlines: BinaryHeap::new(),
             carry: Vec::new(),
             to_write: VecDeque::new(),
+            rounds,
             // Connections may already wait in the slot's accept queue, and an
             // edge-triggered listener reports only new ones.
             accept_more: true,
@@ -247,6 +254,7 @@ impl Worker {
                 match event.token() {
                     LISTENER => self.accept_more = true,
                     BUS => {}
+                    WRITE_TIMER => self.rounds.on_timer(),
                     Token(t) => {
                         let id = t as u64;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -263,7 +271,7 @@ impl Worker {
             // Publish before writing: the other workers fan this turn's lines
             // out while this one writes to its own clients.
             self.flush_bus();
-            self.write_due(now);
+            self.write_when_due(now)?;
             self.flush_bus();
             if self.bytes_out != written_before && self.bytes_out - self.trimmed_at > TRIM_AFTER {
                 self.trim_at = Some(now + TRIM_QUIET);
@@ -283,8 +291,12 @@ impl Worker {
         }
     }
 
-    /// Writes the connections that got output, oldest first, up to the turn's budget.
-    fn write_due(&mut self, now: Instant) {
+    /// Writes the connections that got output, oldest first, up to the turn's
+    /// budget, if a round of writes is due (see `WriteRounds`).
+    fn write_when_due(&mut self, now: Instant) -> io::Result<()> {
+        if self.to_write.is_empty() || !self.rounds.may_write(now, self.stopping.is_some())? {
+            return Ok(());
+        }
         for _ in 0..WRITE_BUDGET {
             let Some(id) = self.to_write.pop_front() else { break };
             if let Some(c) = self.conns.get_mut(&id) {
@@ -292,6 +304,8 @@ impl Worker {
                 self.write_conn(id, now);
             }
         }
+        self.rounds.wrote(self.to_write.is_empty());
+        Ok(())
     }
 
     /// Tells whether the worker is done: stopped and flushed, or past its deadline.
@@ -308,7 +322,7 @@ impl Worker {
 
     fn timeout(&self, now: Instant) -> Option<Duration> {
         if !self.carry.is_empty()
-            || !self.to_write.is_empty()
+            || (self.rounds.is_open() && !self.to_write.is_empty())
             || self.catching_up
             || (self.accept_more && self.can_accept(now))
         {
