@@ -81,6 +81,12 @@ impl WriteRounds {
         }
     }
 
+    /// When the timer is set to fire; the poll's own timeout backs it up, so
+    /// a lost wake-up could delay a round by a millisecond, never stall it.
+    pub fn armed(&self) -> Option<Instant> {
+        self.armed
+    }
+
     /// Tells whether a round is under way and must go on without waiting.
     pub fn is_open(&self) -> bool {
         self.open

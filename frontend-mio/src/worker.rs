@@ -337,6 +337,7 @@ impl Worker {
         consider(self.deadlines.peek().map(|Reverse((t, _))| *t));
         consider(self.accept_paused_until);
         consider(self.trim_at);
+        consider(self.rounds.armed());
         if let Some(Stopping::Now(deadline)) = self.stopping {
             consider(Some(deadline));
         }
