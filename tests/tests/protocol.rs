@@ -1159,6 +1159,19 @@ fn each_senders_lines_arrive_in_order_everywhere(frontend: Frontend) {
     }
 }
 
+/// A room bigger than what a worker writes in one loop turn (256 connections):
+/// each line reaches everyone, in order, however the fan-out is cut.
+fn every_client_of_a_big_room_gets_every_line(frontend: Frontend) {
+    let server = Server::start(frontend);
+    let mut clients = server.crowd(600);
+    let speaker = clients[0].name();
+    clients[0].send(b"one\ntwo\nthree\n");
+    for (j, client) in clients.iter_mut().enumerate() {
+        let who = if j == 0 { "You".to_owned() } else { speaker.clone() };
+        client.expect_lines(&[&format!("{who}: one"), &format!("{who}: two"), &format!("{who}: three")]);
+    }
+}
+
 frontend_tests!(
     demo_messages_byte_for_byte,
     welcome_is_the_first_line,
@@ -1208,4 +1221,5 @@ frontend_tests!(
     clients_on_every_shard_see_each_other,
     contested_nick_is_won_once,
     each_senders_lines_arrive_in_order_everywhere,
+    every_client_of_a_big_room_gets_every_line,
 );
