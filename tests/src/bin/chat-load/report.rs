@@ -51,15 +51,14 @@ impl Report {
         self.float("rss_spread_pct", (hi - lo) as f64 * 100.0 / mean.max(1.0));
         let pids: Vec<i32> = warm[0].1.iter().map(|&(pid, _)| pid).collect();
         let mut worst = 0.0f64;
+        let mut ended = false;
         for pid in pids {
             let series: Vec<u64> =
                 warm.iter().filter_map(|(_, procs)| procs.iter().find(|p| p.0 == pid).map(|p| p.1)).collect();
-            if series.len() < warm.len() {
-                self.fail_if(true, "a server process ended during the run");
-                continue;
-            }
+            ended |= series.len() < warm.len();
             worst = worst.max(drift(&series));
         }
+        self.fail_if(ended, "a server process ended during the run");
         self.int("rss_processes", warm[0].1.len() as u64);
         self.float("rss_drift_pct", worst * 100.0);
         self.fail_if(worst > 0.10, "a server process's RSS drifted by more than 10% after warm-up");
