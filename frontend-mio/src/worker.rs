@@ -293,11 +293,17 @@ impl Worker {
 
     /// Writes the connections that got output, oldest first, up to the turn's
     /// budget, if a round of writes is due (see `WriteRounds`).
+    ///
+    /// A worker catching up on its bus writes everything each part of the
+    /// backlog queued before it applies the next part, so that clients that
+    /// keep reading never see their queue pass the limit because of it.
     fn write_when_due(&mut self, now: Instant) -> io::Result<()> {
-        if self.to_write.is_empty() || !self.rounds.may_write(now, self.stopping.is_some())? {
+        let urgent = self.stopping.is_some() || self.catching_up;
+        if self.to_write.is_empty() || !self.rounds.may_write(now, urgent)? {
             return Ok(());
         }
-        for _ in 0..WRITE_BUDGET {
+        let budget = if self.catching_up { usize::MAX } else { WRITE_BUDGET };
+        for _ in 0..budget {
             let Some(id) = self.to_write.pop_front() else { break };
             if let Some(c) = self.conns.get_mut(&id) {
                 c.write_due = false;
