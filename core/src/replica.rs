@@ -19,7 +19,7 @@ pub struct Replica {
 impl Replica {
     /// Creates an empty replica for a server with this configuration.
     pub fn new(config: &Config) -> Replica {
-        Replica { max_conns: config.max_conns, roster: Roster::new() }
+        Replica { max_conns: config.max_conns, roster: Roster::new(None) }
     }
 
     /// Applies one envelope in bus order.

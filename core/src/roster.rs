@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::command::{check_nick, LOBBY};
 use crate::envelope::{Envelope, Recipient};
@@ -17,7 +18,9 @@ pub(crate) struct Member {
     pub(crate) id: ClientId,
     pub(crate) conn: ConnRef,
     pub(crate) nick: Option<Box<str>>,
-    pub(crate) room: Box<str>,
+    /// Shared with the room's key in [`Roster::rooms`]: a member costs no
+    /// allocation of its own for its room's name.
+    pub(crate) room: Arc<str>,
 }
 
 impl Member {
@@ -39,7 +42,8 @@ impl fmt::Display for Name<'_> {
     }
 }
 
-/// A place in a room: enough to deliver without looking the member up.
+/// A place in a room for a connection of the roster's own shard: enough to
+/// deliver without looking the member up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Seat {
     pub(crate) id: ClientId,
@@ -67,7 +71,7 @@ pub(crate) enum Effect<'e> {
     },
     Moved {
         id: ClientId,
-        from_room: Box<str>,
+        from_room: Arc<str>,
     },
     Who {
         id: ClientId,
@@ -93,26 +97,40 @@ pub(crate) enum Effect<'e> {
     },
 }
 
+/// One room: how many are in it, and which of them the roster's shard delivers to.
+#[derive(Clone, Debug, Default)]
+struct Room {
+    headcount: usize,
+    /// The seats of the roster's own shard, in id order, which is connect
+    /// order. Other shards' members are counted only: every shard holds the
+    /// whole roster, so a seat apiece for them would be paid once per shard.
+    seats: Vec<Seat>,
+}
+
 /// The replicated state of the whole server.
 #[derive(Clone, Debug)]
 pub(crate) struct Roster {
     next_id: u64,
+    /// The shard whose connections get seats; `None` for the bus's replica.
+    local: Option<ShardId>,
     members: BTreeMap<ClientId, Member>,
     by_conn: BTreeMap<ConnRef, ClientId>,
     /// Lower-cased nick to holder, so nicks are unique case-insensitively.
     nicks: BTreeMap<String, ClientId>,
-    /// Each room's seats in id order, which is connect order; `lobby` always exists.
-    rooms: BTreeMap<Box<str>, Vec<Seat>>,
+    /// `lobby` always exists; any other room exists while someone is in it.
+    rooms: BTreeMap<Arc<str>, Room>,
 }
 
 const SNAPSHOT: u8 = 0x53;
 
 impl Roster {
-    pub(crate) fn new() -> Roster {
+    /// An empty roster; `local` is the shard that delivers from it, if any.
+    pub(crate) fn new(local: Option<ShardId>) -> Roster {
         let mut rooms = BTreeMap::new();
-        rooms.insert(Box::from(LOBBY), Vec::new());
+        rooms.insert(Arc::from(LOBBY), Room::default());
         Roster {
             next_id: 1,
+            local,
             members: BTreeMap::new(),
             by_conn: BTreeMap::new(),
             nicks: BTreeMap::new(),
@@ -132,19 +150,28 @@ impl Roster {
         self.by_conn.get(&conn).copied()
     }
 
-    /// The seats of `room`, in connect order.
-    pub(crate) fn seats(&self, room: &str) -> &[Seat] {
-        self.rooms.get(room).map_or(&[], Vec::as_slice)
+    /// The seats of the local shard's connections in `room`, in connect order.
+    pub(crate) fn local_seats(&self, room: &str) -> &[Seat] {
+        self.rooms.get(room).map_or(&[], |r| r.seats.as_slice())
+    }
+
+    /// Everyone in `room`, on every shard, in connect order.
+    pub(crate) fn room_members<'a>(&'a self, room: &'a str) -> impl Iterator<Item = &'a Member> + 'a {
+        self.members.values().filter(move |m| &*m.room == room)
+    }
+
+    /// How many are in `room`, on every shard.
+    pub(crate) fn headcount(&self, room: &str) -> usize {
+        self.rooms.get(room).map_or(0, |r| r.headcount)
     }
 
     /// Every room with its head count: lobby first, then the rest sorted.
     pub(crate) fn rooms(&self) -> impl Iterator<Item = (&str, usize)> {
-        let lobby = self.rooms.get(LOBBY).map_or(0, Vec::len);
-        std::iter::once((LOBBY, lobby)).chain(
+        std::iter::once((LOBBY, self.headcount(LOBBY))).chain(
             self.rooms
                 .iter()
                 .filter(|(name, _)| &***name != LOBBY)
-                .map(|(name, seats)| (&**name, seats.len())),
+                .map(|(name, room)| (&**name, room.headcount)),
         )
     }
 
@@ -203,16 +230,13 @@ impl Roster {
         }
         let id = ClientId(self.next_id);
         self.next_id += 1;
-        self.insert(Member { id, conn, nick: None, room: Box::from(LOBBY) });
+        let room = self.room_name(LOBBY);
+        self.insert(Member { id, conn, nick: None, room });
         Effect::Admitted { id }
     }
 
     fn insert(&mut self, member: Member) {
-        let seat = Seat { id: member.id, conn: member.conn };
-        let seats = self.rooms.entry(member.room.clone()).or_default();
-        if let Err(at) = seats.binary_search_by_key(&seat.id, |s| s.id) {
-            seats.insert(at, seat);
-        }
+        self.seat(member.id, member.conn, &member.room);
         if let Some(nick) = &member.nick {
             self.nicks.insert(nick.to_ascii_lowercase(), member.id);
         }
@@ -226,18 +250,43 @@ impl Roster {
         if let Some(nick) = &member.nick {
             self.nicks.remove(&nick.to_ascii_lowercase());
         }
-        self.unseat(id, &member.room);
+        self.unseat(id, conn, &member.room);
         Some(member)
     }
 
-    fn unseat(&mut self, id: ClientId, room: &str) {
-        if let Some(seats) = self.rooms.get_mut(room) {
-            if let Ok(at) = seats.binary_search_by_key(&id, |s| s.id) {
-                seats.remove(at);
+    /// The room's name as the roster holds it, creating the room if new.
+    fn room_name(&mut self, room: &str) -> Arc<str> {
+        if let Some((name, _)) = self.rooms.get_key_value(room) {
+            return Arc::clone(name);
+        }
+        let name: Arc<str> = Arc::from(room);
+        self.rooms.insert(Arc::clone(&name), Room::default());
+        name
+    }
+
+    /// Counts a member into `room`, with a seat if it is the local shard's.
+    fn seat(&mut self, id: ClientId, conn: ConnRef, room: &Arc<str>) {
+        let local = self.local == Some(conn.shard);
+        let room = self.rooms.entry(Arc::clone(room)).or_default();
+        room.headcount += 1;
+        if local {
+            if let Err(at) = room.seats.binary_search_by_key(&id, |s| s.id) {
+                room.seats.insert(at, Seat { id, conn });
             }
-            if seats.is_empty() && room != LOBBY {
-                self.rooms.remove(room);
+        }
+    }
+
+    fn unseat(&mut self, id: ClientId, conn: ConnRef, name: &str) {
+        let local = self.local == Some(conn.shard);
+        let Some(room) = self.rooms.get_mut(name) else { return };
+        room.headcount = room.headcount.saturating_sub(1);
+        if local {
+            if let Ok(at) = room.seats.binary_search_by_key(&id, |s| s.id) {
+                room.seats.remove(at);
             }
+        }
+        if room.headcount == 0 && name != LOBBY {
+            self.rooms.remove(name);
         }
     }
 
@@ -282,13 +331,14 @@ impl Roster {
         if &*member.room == room {
             return Effect::Refusal { to: member.conn, error: format!("Error: you are already in {room}") };
         }
-        let from_room = std::mem::replace(&mut member.room, Box::from(room));
-        let seat = Seat { id, conn: member.conn };
-        self.unseat(id, &from_room);
-        let seats = self.rooms.entry(Box::from(room)).or_default();
-        if let Err(at) = seats.binary_search_by_key(&id, |s| s.id) {
-            seats.insert(at, seat);
-        }
+        let conn = member.conn;
+        let name = self.room_name(room);
+        let Some(member) = self.members.get_mut(&id) else {
+            return Effect::Nothing;
+        };
+        let from_room = std::mem::replace(&mut member.room, Arc::clone(&name));
+        self.unseat(id, conn, &from_room);
+        self.seat(id, conn, &name);
         Effect::Moved { id, from_room }
     }
 
@@ -315,13 +365,13 @@ impl Roster {
     }
 
     /// Decodes [`Roster::snapshot`], checking that it describes a possible roster.
-    pub(crate) fn from_snapshot(bytes: &[u8]) -> Result<Roster, DecodeError> {
+    pub(crate) fn from_snapshot(bytes: &[u8], local: Option<ShardId>) -> Result<Roster, DecodeError> {
         let mut r = Reader::new(bytes);
         match r.u8()? {
             SNAPSHOT => {}
             other => return Err(DecodeError::UnknownTag(other)),
         }
-        let mut roster = Roster::new();
+        let mut roster = Roster::new(local);
         roster.next_id = r.u64()?;
         let count = r.u64()?;
         for _ in 0..count {
@@ -341,7 +391,8 @@ impl Roster {
                 return Err(DecodeError::Inconsistent("invalid nick or room"));
             }
             let nick = (!nick.is_empty()).then(|| Box::from(nick));
-            roster.insert(Member { id, conn, nick, room: Box::from(room) });
+            let room = roster.room_name(room);
+            roster.insert(Member { id, conn, nick, room });
         }
         r.finish()?;
         Ok(roster)
@@ -358,7 +409,7 @@ mod tests {
 
     #[test]
     fn admits_in_order_until_full() {
-        let mut roster = Roster::new();
+        let mut roster = Roster::new(None);
         for n in 0..3 {
             let envelope = Envelope::Connect { from: conn(1, n) };
             let effect = roster.apply(&envelope, 3);
@@ -375,7 +426,7 @@ mod tests {
 
     #[test]
     fn the_first_claim_in_bus_order_wins_a_nick() {
-        let mut roster = Roster::new();
+        let mut roster = Roster::new(None);
         roster.apply(&Envelope::Connect { from: conn(1, 0) }, 10);
         roster.apply(&Envelope::Connect { from: conn(2, 0) }, 10);
         let claim = Envelope::Nick { from: conn(2, 0), nick: "Alice".into() };
@@ -388,7 +439,7 @@ mod tests {
 
     #[test]
     fn rooms_disappear_when_empty_but_lobby_stays() {
-        let mut roster = Roster::new();
+        let mut roster = Roster::new(None);
         roster.apply(&Envelope::Connect { from: conn(1, 0) }, 10);
         roster.apply(&Envelope::Join { from: conn(1, 0), room: "games".into() }, 10);
         assert_eq!(roster.rooms().collect::<Vec<_>>(), [("lobby", 0), ("games", 1)]);
@@ -397,8 +448,32 @@ mod tests {
     }
 
     #[test]
+    fn seats_are_kept_for_the_local_shard_only_and_everyone_is_counted() {
+        let mut roster = Roster::new(Some(ShardId(1)));
+        for (shard, n) in [(1, 0), (2, 0), (1, 1), (2, 1)] {
+            roster.apply(&Envelope::Connect { from: conn(shard, n) }, 10);
+        }
+        let seats = |r: &Roster, room: &str| r.local_seats(room).iter().map(|s| s.id.0).collect::<Vec<_>>();
+        let members = |r: &Roster, room: &str| r.room_members(room).map(|m| m.id.0).collect::<Vec<_>>();
+        assert_eq!(seats(&roster, "lobby"), [1, 3]);
+        assert_eq!(members(&roster, "lobby"), [1, 2, 3, 4]);
+        roster.apply(&Envelope::Join { from: conn(2, 0), room: "games".into() }, 10);
+        roster.apply(&Envelope::Join { from: conn(1, 1), room: "games".into() }, 10);
+        assert_eq!(seats(&roster, "games"), [3]);
+        assert_eq!(members(&roster, "games"), [2, 3]);
+        assert_eq!(roster.rooms().collect::<Vec<_>>(), [("lobby", 2), ("games", 2)]);
+        roster.apply(&Envelope::ShardGone { shard: ShardId(2) }, 10);
+        roster.apply(&Envelope::Close { from: conn(1, 1) }, 10);
+        assert_eq!(roster.rooms().collect::<Vec<_>>(), [("lobby", 1)]);
+        assert_eq!(seats(&roster, "lobby"), [1]);
+        let copy = Roster::from_snapshot(&roster.snapshot(), Some(ShardId(3))).expect("valid snapshot");
+        assert!(copy.local_seats("lobby").is_empty(), "a new shard has no seats of its own yet");
+        assert_eq!(copy.headcount("lobby"), 1);
+    }
+
+    #[test]
     fn shard_gone_removes_exactly_that_shard() {
-        let mut roster = Roster::new();
+        let mut roster = Roster::new(None);
         for (shard, n) in [(1, 0), (2, 0), (1, 1), (2, 1)] {
             roster.apply(&Envelope::Connect { from: conn(shard, n) }, 10);
         }
@@ -414,17 +489,16 @@ mod tests {
 
     #[test]
     fn snapshots_round_trip_and_reject_nonsense() {
-        let mut roster = Roster::new();
+        let mut roster = Roster::new(None);
         roster.apply(&Envelope::Connect { from: conn(1, 0) }, 10);
         roster.apply(&Envelope::Connect { from: conn(2, 0) }, 10);
         roster.apply(&Envelope::Nick { from: conn(2, 0), nick: "bob".into() }, 10);
         roster.apply(&Envelope::Join { from: conn(1, 0), room: "x".into() }, 10);
-        let copy = Roster::from_snapshot(&roster.snapshot()).expect("valid snapshot");
+        let copy = Roster::from_snapshot(&roster.snapshot(), None).expect("valid snapshot");
         assert_eq!(copy.snapshot(), roster.snapshot());
         assert_eq!(copy.members().count(), 2);
-        assert!(Roster::from_snapshot(&[]).is_err());
-        assert!(
-            Roster::from_snapshot(&[SNAPSHOT, 1, 1, 5, 1, 0, 0, 5, b'l', b'o', b'b', b'b', b'y']).is_err()
-        );
+        assert!(Roster::from_snapshot(&[], None).is_err());
+        assert!(Roster::from_snapshot(&[SNAPSHOT, 1, 1, 5, 1, 0, 0, 5, b'l', b'o', b'b', b'b', b'y'], None)
+            .is_err());
     }
 }

@@ -176,12 +176,12 @@ impl RateWindow {
 impl Shard {
     /// Creates the only shard of a server: no bus, its envelopes loop straight back.
     pub fn standalone(config: Config, now: Instant) -> Shard {
-        Shard::build(config, ShardId(0), Roster::new(), true, now)
+        Shard::build(config, ShardId(0), Roster::new(Some(ShardId(0))), true, now)
     }
 
     /// Creates a shard that joins a bus from its very first envelope.
     pub fn new(config: Config, id: ShardId, now: Instant) -> Shard {
-        Shard::build(config, id, Roster::new(), false, now)
+        Shard::build(config, id, Roster::new(Some(id)), false, now)
     }
 
     /// Creates a shard that joins a running bus from a [`crate::Replica::snapshot`];
@@ -192,7 +192,7 @@ impl Shard {
         snapshot: &[u8],
         now: Instant,
     ) -> Result<Shard, DecodeError> {
-        Ok(Shard::build(config, id, Roster::from_snapshot(snapshot)?, false, now))
+        Ok(Shard::build(config, id, Roster::from_snapshot(snapshot, Some(id))?, false, now))
     }
 
     fn build(config: Config, id: ShardId, roster: Roster, standalone: bool, now: Instant) -> Shard {
@@ -579,16 +579,22 @@ impl View<'_> {
         if member.conn.shard != self.local.id {
             return;
         }
-        let seats = self.roster.seats(&member.room);
+        let (conn, room) = (member.conn.conn, &member.room);
         self.scratch.clear();
-        for seat in seats {
-            match self.roster.member(seat.id).and_then(|m| m.nick.as_deref()) {
-                Some(nick) => self.append(format_args!("* {nick} (#{})", seat.id.0)),
-                None => self.append(format_args!("* Client #{}", seat.id.0)),
-            }
+        let mut count = 0;
+        // Walks everyone: /who is rare, and a seat per remote member would
+        // cost every shard memory for the whole server.
+        for other in self.roster.room_members(room) {
+            use std::io::Write as _;
+            // Writing into a Vec cannot fail.
+            let _ = match other.nick.as_deref() {
+                Some(nick) => writeln!(self.scratch, "* {nick} (#{})", other.id.0),
+                None => writeln!(self.scratch, "* Client #{}", other.id.0),
+            };
+            count += 1;
         }
-        self.append(format_args!("* {} in {}", seats.len(), member.room));
-        self.local.enqueue(member.conn.conn, self.scratch, seats.len() as u64 + 1);
+        self.append(format_args!("* {count} in {room}"));
+        self.local.enqueue(conn, self.scratch, count + 1);
     }
 
     fn rooms(&mut self, id: ClientId) {
@@ -620,8 +626,8 @@ impl View<'_> {
     fn tell_room(&mut self, room: &str, except: Option<ClientId>, line: std::fmt::Arguments<'_>) {
         self.scratch.clear();
         self.append(line);
-        for seat in self.roster.seats(room) {
-            if seat.conn.shard == self.local.id && Some(seat.id) != except {
+        for seat in self.roster.local_seats(room) {
+            if Some(seat.id) != except {
                 self.local.enqueue(seat.conn.conn, self.scratch, 1);
             }
         }
