@@ -4,7 +4,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::net::Swarm;
-use crate::procfs::tree_usage;
+use crate::procfs::{tree_rss, tree_usage};
 use crate::report::Report;
 use crate::swarmsync::{bring_in, Crowd};
 
@@ -28,6 +28,7 @@ pub fn run(
         || false,
     )?;
     let full = tree_usage(server_pid);
+    let full_by_process = tree_rss(server_pid);
     let started = Instant::now();
     swarm.run_until(
         quiet,
@@ -51,6 +52,11 @@ pub fn run(
     report.int("server_processes", full.processes as u64);
     report.int("rss_empty_kib", empty.rss_bytes / 1024);
     report.int("rss_full_kib", full.rss_bytes / 1024);
+    // Which process holds what: with several workers, each also holds a roster
+    // replica of everyone.
+    let by_process: Vec<String> =
+        full_by_process.iter().map(|(pid, rss)| format!("{pid}:{}", rss / 1024)).collect();
+    report.text("rss_full_kib_by_pid", &by_process.join(" "));
     report.float("bytes_per_conn", (full.rss_bytes as f64 - empty.rss_bytes as f64) / held.max(1) as f64);
     let secs = started.elapsed().as_secs_f64();
     report.float("quiet_s", secs);
