@@ -603,9 +603,11 @@ fn pump(pipe: impl Read + Send + 'static, transcript: Transcript, lines: mpsc::S
     });
 }
 
-/// Finds `127.0.0.1:PORT` with a non-zero port in a line the server printed.
+/// Finds `listening on 127.0.0.1:PORT` with a non-zero port in a line the
+/// server printed. Only that phrase counts: chat-mio's master logs its address
+/// when it starts its workers, before they are ready to serve.
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
-    const HOST: &str = "127.0.0.1:";
+    const HOST: &str = "listening on 127.0.0.1:";
     let mut rest = line;
     while let Some(at) = rest.find(HOST) {
         let after = &rest[at + HOST.len()..];
@@ -636,5 +638,6 @@ mod tests {
             Some("127.0.0.1:80".parse().unwrap())
         );
         assert_eq!(listening_addr("nothing here"), None);
+        assert_eq!(listening_addr("master pid 7 starting 2 workers on 127.0.0.1:4567"), None);
     }
 }
