@@ -138,6 +138,22 @@ impl Roster {
         }
     }
 
+    /// A copy with every map rebuilt from its sorted entries, which packs
+    /// the tree nodes full: ids only grow, so a roster built by connects
+    /// leaves its nodes about half full (a node splits in two as it fills).
+    /// The copy's allocations are fresh, too, so the allocator can return
+    /// the pages the old ones kept scattered among freed buffers.
+    pub(crate) fn compacted(&self) -> Roster {
+        Roster {
+            next_id: self.next_id,
+            local: self.local,
+            members: self.members.iter().map(|(id, m)| (*id, m.clone())).collect(),
+            by_conn: self.by_conn.iter().map(|(conn, id)| (*conn, *id)).collect(),
+            nicks: self.nicks.iter().map(|(nick, id)| (nick.clone(), *id)).collect(),
+            rooms: self.rooms.iter().map(|(name, room)| (Arc::clone(name), room.clone())).collect(),
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.members.len()
     }

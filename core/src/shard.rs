@@ -352,6 +352,11 @@ impl Shard {
             c.out.shrink();
             c.decoder.shrink();
         }
+        // A burst of connects grows the roster among queue buffers that are
+        // free again now; its nodes, scattered over the heap, would each keep
+        // a page resident. A packed copy lets the allocator hand those pages
+        // back to the system.
+        self.roster = self.roster.compacted();
     }
 
     /// Returns the next thing the frontend must do; drain it to `None` after every `handle_*`.

@@ -494,6 +494,13 @@ impl World {
                 }
                 _ => {
                     self.now = target;
+                    // A quiet moment, when frontends trim: what the shards
+                    // do next must not change for it.
+                    for node in &mut self.nodes {
+                        if let Some(shard) = node.shard.as_mut() {
+                            shard.shrink_buffers();
+                        }
+                    }
                     return;
                 }
             }
