@@ -346,7 +346,9 @@ impl Shard {
     ///
     /// Buffers are kept between bursts so that busy connections do not
     /// allocate for every write; call this at quiet moments (a timer wake-up
-    /// with no I/O, say) so that idle connections cost only their state.
+    /// with no I/O, say) so that idle connections cost only their state. It
+    /// also rebuilds the roster, which takes time in proportion to the
+    /// server's connections: call it after a burst, not on every turn.
     pub fn shrink_buffers(&mut self) {
         for c in self.local.slots.iter_mut().filter_map(|s| s.conn.as_mut()) {
             c.out.shrink();
