@@ -1,6 +1,7 @@
 //! Measures what the core holds per connection at rest: a connection of the
 //! shard's own, a member of another shard (every shard keeps the whole roster),
-//! and a member in the bus orderer's replica.
+//! and a member in the bus orderer's replica; and how long a shard's trim
+//! takes, since it rebuilds the roster.
 //!
 //! A chat-mio server with W workers holds each connection once as its own and
 //! W copies of its roster entry (W - 1 workers and the master's replica; with
@@ -85,6 +86,8 @@ struct Figures {
     own: f64,
     member: f64,
     replica: f64,
+    /// How long a trim takes, the roster's rebuild included.
+    trim_ms: f64,
 }
 
 fn run(conns: usize) -> Figures {
@@ -112,7 +115,10 @@ fn run(conns: usize) -> Figures {
     let before = live();
     let mut other = Shard::new(config.clone(), ShardId(1), now);
     apply_all(&mut other, &connects, now);
+    #[allow(clippy::disallowed_methods)]
+    let started = Instant::now();
     other.shrink_buffers();
+    let trim_ms = started.elapsed().as_secs_f64() * 1e3;
     let member_bytes = live() - before;
 
     let before = live();
@@ -127,16 +133,19 @@ fn run(conns: usize) -> Figures {
     assert_eq!(replica.connection_count(), conns, "every connect was replicated");
     drop((own, other, replica, first));
     let per = |bytes: i64| bytes as f64 / conns as f64;
-    Figures { own: per(own_bytes), member: per(member_bytes), replica: per(replica_bytes) }
+    Figures { own: per(own_bytes), member: per(member_bytes), replica: per(replica_bytes), trim_ms }
 }
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
     println!("chat-core memory at rest, heap bytes per connection (malloc chunks)");
-    println!("{:>8} {:>14} {:>16} {:>16}", "conns", "own (1 shard)", "other shard's", "in the replica");
+    println!(
+        "{:>8} {:>14} {:>16} {:>16} {:>10}",
+        "conns", "own (1 shard)", "other shard's", "in the replica", "trim ms"
+    );
     let sizes: &[usize] = if quick { &[100] } else { &[1_000, 10_000] };
     for &conns in sizes {
         let f = run(conns);
-        println!("{conns:>8} {:>14.0} {:>16.0} {:>16.0}", f.own, f.member, f.replica);
+        println!("{conns:>8} {:>14.0} {:>16.0} {:>16.0} {:>10.2}", f.own, f.member, f.replica, f.trim_ms);
     }
 }
