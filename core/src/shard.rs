@@ -592,12 +592,10 @@ impl View<'_> {
         // Walks everyone: /who is rare, and a seat per remote member would
         // cost every shard memory for the whole server.
         for other in self.roster.room_members(room) {
-            use std::io::Write as _;
-            // Writing into a Vec cannot fail.
-            let _ = match other.nick.as_deref() {
-                Some(nick) => writeln!(self.scratch, "* {nick} (#{})", other.id.0),
-                None => writeln!(self.scratch, "* Client #{}", other.id.0),
-            };
+            match other.nick.as_deref() {
+                Some(nick) => self.append(format_args!("* {nick} (#{})", other.id.0)),
+                None => self.append(format_args!("* Client #{}", other.id.0)),
+            }
             count += 1;
         }
         self.append(format_args!("* {count} in {room}"));
