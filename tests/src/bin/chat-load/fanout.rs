@@ -198,10 +198,17 @@ pub fn run(addr: std::net::SocketAddr, spec: &Fanout) -> io::Result<Report> {
     report.int("deliveries", run.delivered);
     report
         .float("deliveries_per_s", delivered_at_stop.min(run.delivered) as f64 / spec.duration.as_secs_f64());
-    report.float("p50_us", run.latency.value_at_quantile(0.5) as f64);
-    report.float("p99_us", run.latency.value_at_quantile(0.99) as f64);
-    report.float("p999_us", run.latency.value_at_quantile(0.999) as f64);
-    report.float("max_us", run.latency.max() as f64);
+    if run.latency.is_empty() {
+        // Nothing arrived: no latency to speak of, and zero would read as instant.
+        for key in ["p50_us", "p99_us", "p999_us", "max_us"] {
+            report.text(key, "none");
+        }
+    } else {
+        report.float("p50_us", run.latency.value_at_quantile(0.5) as f64);
+        report.float("p99_us", run.latency.value_at_quantile(0.99) as f64);
+        report.float("p999_us", run.latency.value_at_quantile(0.999) as f64);
+        report.float("max_us", run.latency.max() as f64);
+    }
     report.int("lost", run.lost + missing);
     report.int("duplicated", run.duplicated);
     report.int("reordered", run.reordered);
@@ -217,6 +224,10 @@ pub fn run(addr: std::net::SocketAddr, spec: &Fanout) -> io::Result<Report> {
     if !rss_samples.is_empty() {
         report.rss_samples(&rss_samples);
     }
+    report.fail_if(
+        !arrival.caught_up,
+        "the server had not delivered the arrival's output (the line said after the join notices) in time",
+    );
     report.fail_if(
         run.lost + missing + run.duplicated + run.reordered + run.garbled > 0,
         "lines lost, duplicated, reordered or garbled",

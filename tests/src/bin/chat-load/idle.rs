@@ -61,6 +61,10 @@ pub fn run(
     let secs = started.elapsed().as_secs_f64();
     report.float("quiet_s", secs);
     report.float("idle_cpu_pct", (rested.cpu_secs - full.cpu_secs) * 100.0 / secs);
+    report.fail_if(
+        !arrival.caught_up,
+        "the server had not delivered the arrival's output (the line said after the join notices) in time",
+    );
     report.fail_if(held == 0, "no connection was accepted");
     Ok(report)
 }

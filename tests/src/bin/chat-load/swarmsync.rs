@@ -18,7 +18,14 @@ pub struct Arrival {
     /// Seconds from the last completed connect until every `is connected`
     /// notice arrived; `None` if they did not all arrive in time.
     pub notices_secs: Option<f64>,
+    /// Every client saw the line said after the arrival: the server had
+    /// delivered the arrival's output before the measuring began. When not,
+    /// the figures that follow include the server still working through it.
+    pub caught_up: bool,
 }
+
+/// How long the clients may take to see the line said after the arrival.
+pub const READY_LIMIT: Duration = Duration::from_secs(120);
 
 /// Connection-phase bookkeeping, fed every event until the crowd is in.
 pub struct Crowd {
@@ -143,7 +150,7 @@ pub fn bring_in(
     say.push(b'\n');
     swarm.send(first_open, &say);
     let open = crowd.open.iter().filter(|&&o| o).count();
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now() + READY_LIMIT;
     while crowd.ready_count < open && Instant::now() < deadline {
         swarm.turn(Duration::from_millis(20), |i, e| {
             if let Some(line) = crowd.on_event(i, e) {
@@ -151,17 +158,19 @@ pub fn bring_in(
             }
         })?;
     }
-    let in_time = crowd.ready_count >= open;
-    if !in_time {
-        return Err(io::Error::other(format!(
-            "only {} of {open} clients saw the ready line within 120 s",
-            crowd.ready_count
-        )));
+    let caught_up = crowd.ready_count >= open;
+    if !caught_up {
+        eprintln!(
+            "only {} of {open} clients saw the ready line within {} s; measuring the server as it is",
+            crowd.ready_count,
+            READY_LIMIT.as_secs()
+        );
     }
     Ok(Arrival {
         connected: crowd.connected,
         refused: crowd.refused,
         connect_secs: last.duration_since(started).as_secs_f64(),
         notices_secs,
+        caught_up,
     })
 }
