@@ -5,6 +5,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use crate::net::{Event, Swarm};
+use crate::report::Report;
 
 /// What happened while the crowd connected.
 #[derive(Debug, Default, Clone)]
@@ -22,6 +23,24 @@ pub struct Arrival {
     /// delivered the arrival's output before the measuring began. When not,
     /// the figures that follow include the server still working through it.
     pub caught_up: bool,
+}
+
+impl Arrival {
+    /// Puts the arrival's figures in `report`, and fails it if the server had
+    /// not caught up before the measuring began.
+    pub fn record(&self, report: &mut Report) {
+        report.int("connected", self.connected as u64);
+        report.int("refused", self.refused as u64);
+        report.float("connect_s", self.connect_secs);
+        match self.notices_secs {
+            Some(s) => report.float("join_notices_s", s),
+            None => report.text("join_notices_s", "incomplete"),
+        };
+        report.fail_if(
+            !self.caught_up,
+            "the server had not delivered the arrival's output (the line said after the join notices) in time",
+        );
+    }
 }
 
 /// How long the clients may take to see the line said after the arrival.
