@@ -98,12 +98,14 @@ impl Swarm {
             Err(e) if e.kind() == ErrorKind::Interrupted => return Ok(()),
             Err(e) => return Err(e),
         }
-        let ready: Vec<(usize, bool, bool)> = self
+        let ready: Vec<(usize, bool, bool, bool)> = self
             .events
             .iter()
-            .map(|e| (e.token().0, e.is_readable() || e.is_read_closed(), e.is_writable()))
+            .map(|e| {
+                (e.token().0, e.is_readable() || e.is_read_closed(), e.is_read_closed(), e.is_writable())
+            })
             .collect();
-        for (index, readable, writable) in ready {
+        for (index, readable, read_closed, writable) in ready {
             let mut closed = false;
             {
                 let Some(Some(conn)) = self.conns.get_mut(index) else { continue };
@@ -130,6 +132,7 @@ impl Swarm {
                             break;
                         }
                         Ok(n) => {
+                            let drained = n < self.scratch.len() && !read_closed;
                             let mut data = &self.scratch[..n];
                             while let Some(end) = data.iter().position(|&b| b == b'\n') {
                                 if conn.inbuf.is_empty() {
@@ -142,6 +145,13 @@ impl Swarm {
                                 data = &data[end + 1..];
                             }
                             conn.inbuf.extend_from_slice(data);
+                            // A short read emptied the socket, and new bytes make
+                            // edge-triggered readiness fire again: asking once
+                            // more would only cost a syscall that says so (but an
+                            // end of stream already reported has no edge to come).
+                            if drained {
+                                break;
+                            }
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) if e.kind() == ErrorKind::Interrupted => {}
