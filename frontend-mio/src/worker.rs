@@ -100,6 +100,19 @@ struct Conn {
     write_due: bool,
 }
 
+/// When reading a connection may stop short of `WouldBlock`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReadsEnd {
+    /// A read that did not fill the buffer emptied the socket; bytes that
+    /// arrive later raise a new edge, so the read that would say `WouldBlock`
+    /// is skipped (one syscall per input event instead of two).
+    AtShortRead,
+    /// Read until `WouldBlock`: no edge is due for what is already there (an
+    /// end of stream reported with the event, a connection carried over from
+    /// the last turn, one just accepted).
+    AtWouldBlock,
+}
+
 /// How the worker is stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stopping {
@@ -248,7 +261,7 @@ impl Worker {
                 if let Some(c) = self.conns.get_mut(&id) {
                     c.carried = false;
                 }
-                self.read_conn(id, now);
+                self.read_conn(id, now, ReadsEnd::AtWouldBlock);
             }
             for event in events.iter() {
                 match event.token() {
@@ -258,7 +271,12 @@ impl Worker {
                     Token(t) => {
                         let id = t as u64;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.read_conn(id, now);
+                            let ends = if event.is_read_closed() || event.is_error() {
+                                ReadsEnd::AtWouldBlock
+                            } else {
+                                ReadsEnd::AtShortRead
+                            };
+                            self.read_conn(id, now, ends);
                         }
                         if event.is_writable() {
                             self.write_conn(id, now);
@@ -428,10 +446,10 @@ impl Worker {
         self.drain(now);
         // Bytes may have arrived with the connection; edge-triggered readiness
         // could already have fired for them.
-        self.read_conn(id, now);
+        self.read_conn(id, now, ReadsEnd::AtWouldBlock);
     }
 
-    fn read_conn(&mut self, id: u64, now: Instant) {
+    fn read_conn(&mut self, id: u64, now: Instant, ends: ReadsEnd) {
         let mut budget = READ_BUDGET.min(self.turn_budget);
         if budget == 0 {
             self.defer_read(id);
@@ -465,6 +483,9 @@ impl Worker {
                     self.turn_budget -= n;
                     if budget == 0 {
                         self.defer_read(id);
+                        return;
+                    }
+                    if ends == ReadsEnd::AtShortRead && n < want {
                         return;
                     }
                 }
@@ -549,7 +570,7 @@ impl Worker {
             self.forget(id);
         } else {
             self.deadlines.push(Reverse((deadline, id)));
-            self.read_conn(id, now);
+            self.read_conn(id, now, ReadsEnd::AtWouldBlock);
         }
         self.drain(now);
     }
