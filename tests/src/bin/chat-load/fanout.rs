@@ -166,7 +166,10 @@ pub fn run(addr: std::net::SocketAddr, spec: &Fanout) -> io::Result<Report> {
             Some(_) if sending => {
                 next_due.iter().min().map_or(Duration::ZERO, |d| d.saturating_duration_since(now))
             }
-            _ if sending => Duration::ZERO,
+            // Only an echo frees a sender's window, and echoes come as
+            // readiness: wait for it rather than spin on a core the server
+            // needs.
+            _ if sending => stop_at.saturating_duration_since(now),
             _ => Duration::from_millis(20),
         };
         swarm.turn(wait.min(Duration::from_millis(20)), |i, e| {
