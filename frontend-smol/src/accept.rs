@@ -7,7 +7,7 @@ use std::time::Duration;
 use smol::channel::{self, Sender};
 use smol::{Async, Timer};
 
-use crate::shard_task::Inbox;
+use crate::shard_task::Accepted;
 
 /// How long to wait before accepting again after a failure such as running
 /// out of file descriptors, which would otherwise repeat at once, forever.
@@ -27,7 +27,7 @@ const BATCH: usize = 256;
 ///
 /// Runs until every shard is gone; the server stops accepting by dropping
 /// this future, which closes the listening socket.
-pub async fn run(listener: Async<TcpListener>, shards: Vec<Sender<Inbox>>) {
+pub async fn run(listener: Async<TcpListener>, shards: Vec<Sender<Accepted>>) {
     let mut next = 0;
     // Set while accepting keeps failing, so a long EMFILE spell logs one line.
     let mut failing = false;
@@ -56,7 +56,7 @@ pub async fn run(listener: Async<TcpListener>, shards: Vec<Sender<Inbox>>) {
         next = (next + 1) % shards.len();
         // A full inbox makes this wait: the shard is busy, new clients queue in the backlog.
         let (published, done) = channel::bounded(1);
-        if shard.send(Inbox::Accepted(batch, published)).await.is_err() {
+        if shard.send(Accepted { conns: batch, published }).await.is_err() {
             return;
         }
         // Nothing is sent: the shard drops its end once the connects are published.

@@ -1,199 +1,244 @@
-//! One connection's task: reads the socket into its shard's inbox and waits
-//! for writability when the shard asks.
+//! A connection as its shard task drives it: the socket, and the waker that
+//! puts the connection on the shard's ready list when async-io's reactor
+//! reports it readable or writable.
 //!
-//! The task holds no output: the shard writes the core's queue straight to the
-//! socket and only asks this task to wait when a write would block. Reads go to
-//! the shard one chunk at a time over the shard's bounded inbox, so a client
-//! that sends fast waits for its shard instead of filling a queue.
+//! There is no task per connection and no channel between a connection and
+//! its shard: the reactor wakes the connection's own waker, which lists the
+//! connection and wakes the shard task (once, however many connections it
+//! lists meanwhile), and the shard reads what arrived straight into the core
+//! and writes the core's queue straight to the socket. A line then costs one
+//! task wake-up instead of two, no copy of its bytes, and no allocation.
 //!
-//! An idle connection costs little: the task keeps no read buffer of its own.
-//! It reads into its thread's scratch buffer, within one poll, and sends on an
-//! owned copy of just the bytes that arrived. The shard and the task share one
-//! small [`Link`] (the socket, two flags and the task's waker) instead of a
-//! channel, whose cache-padded allocation alone took 768 bytes.
+//! async-io arms a socket for one event at a time: after reading (or writing)
+//! until the socket has no more for now, the shard arms it again, and an event
+//! that came meanwhile is reported at once, so nothing is missed in between.
 
 use std::cell::RefCell;
-use std::io;
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use chat_core::ConnId;
-use smol::channel::Sender;
 use smol::future::{self, FutureExt};
 use smol::io::AsyncRead;
 use smol::{Async, Timer};
-
-use crate::shard_task::Inbox;
-
-/// Most bytes read in one go; also the most one message in a shard's inbox holds.
-const READ_CHUNK: usize = 16 * 1024;
 
 /// How long a closed connection's input is still read and discarded, so that
 /// closing a socket with unread input does not reset it and destroy the
 /// last lines (`* server shutting down`, an error) before the peer reads them.
 const LINGER: Duration = Duration::from_secs(2);
 
-/// [`Link`] flag: the shard wants to know when the socket takes writes again.
-const WANT_WRITE: u8 = 1;
-/// [`Link`] flag: the shard is done with the connection.
-const CLOSED: u8 = 2;
-
-thread_local! {
-    /// The read buffer every connection task polled on this thread shares.
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; READ_CHUNK]);
+/// The connections of one shard that the reactor reported ready, in the
+/// order it did, and the shard task's waker.
+#[derive(Debug, Default)]
+pub struct ReadyList {
+    inner: Mutex<Listed>,
 }
 
-/// What a shard and one connection's task share: the socket, the shard's
-/// requests, and the task's waker so a request wakes it.
-#[derive(Debug)]
-pub struct Link {
-    stream: Async<TcpStream>,
-    flags: AtomicU8,
-    waker: Mutex<Option<Waker>>,
+#[derive(Debug, Default)]
+struct Listed {
+    conns: Vec<ConnId>,
+    shard: Option<Waker>,
 }
 
-impl Link {
-    pub fn new(stream: Async<TcpStream>) -> Link {
-        Link { stream, flags: AtomicU8::new(0), waker: Mutex::new(None) }
+impl ReadyList {
+    /// Moves the listed connections to the end of `into`.
+    pub fn take(&self, into: &mut Vec<ConnId>) {
+        let mut listed = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        into.append(&mut listed.conns);
     }
 
-    /// The socket, for the shard's nonblocking writes.
+    /// Waits until a connection is listed.
+    pub async fn wait(&self) {
+        future::poll_fn(|cx| {
+            let mut listed = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            if listed.conns.is_empty() {
+                match &mut listed.shard {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    slot => *slot = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+
+    fn push(&self, conn: ConnId) {
+        let shard = {
+            let mut listed = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+            listed.conns.push(conn);
+            listed.shard.take()
+        };
+        // Woken outside the lock: the shard task may run on another thread at once.
+        if let Some(shard) = shard {
+            shard.wake();
+        }
+    }
+}
+
+/// A connection's waker: lists the connection on its shard's ready list,
+/// once until the shard takes it up.
+#[derive(Debug)]
+struct Listing {
+    conn: ConnId,
+    list: Arc<ReadyList>,
+    listed: AtomicBool,
+}
+
+impl Wake for Listing {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.listed.swap(true, Ordering::AcqRel) {
+            self.list.push(self.conn);
+        }
+    }
+}
+
+/// One connection's socket and its waker.
+#[derive(Debug)]
+pub struct Conn {
+    stream: Async<TcpStream>,
+    listing: Arc<Listing>,
+    waker: Waker,
+}
+
+impl Conn {
+    pub fn new(conn: ConnId, stream: Async<TcpStream>, list: &Arc<ReadyList>) -> Conn {
+        let listing = Arc::new(Listing { conn, list: Arc::clone(list), listed: AtomicBool::new(false) });
+        let waker = Waker::from(Arc::clone(&listing));
+        Conn { stream, listing, waker }
+    }
+
+    /// The socket, for nonblocking writes and for logs.
     pub fn stream(&self) -> &TcpStream {
         self.stream.get_ref()
     }
 
-    /// Asks the task to wait for writability and report it with
-    /// [`Inbox::Writable`]; a request already outstanding is not repeated.
-    pub fn want_write(&self) {
-        self.raise(WANT_WRITE);
+    /// The shard takes the connection up: a readiness reported from now on
+    /// lists it again.
+    pub fn unlist(&self) {
+        self.listing.listed.store(false, Ordering::Release);
     }
 
-    /// Tells the task that the shard is done with the connection: it lingers
-    /// on the input (see [`LINGER`]) and ends.
-    pub fn close(&self) {
-        self.raise(CLOSED);
+    /// Reads once, without waiting.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        (&mut self.stream.get_ref()).read(buf)
     }
 
-    fn raise(&self, flag: u8) {
-        if self.flags.fetch_or(flag, Ordering::AcqRel) & flag == 0 {
-            let waker = self.waker.lock().unwrap_or_else(PoisonError::into_inner).take();
-            if let Some(waker) = waker {
-                waker.wake();
-            }
-        }
+    /// Arms the socket to report the next input; returns true instead if
+    /// input was reported since it was last armed (read again, then arm).
+    pub fn arm_read(&self) -> bool {
+        self.stream.poll_readable(&mut Context::from_waker(&self.waker)).is_ready()
     }
 
-    /// Remembers the task's waker; done before the flags are read, so a
-    /// request raised in between still wakes the task.
-    fn register(&self, waker: &Waker) {
-        let mut slot = self.waker.lock().unwrap_or_else(PoisonError::into_inner);
-        match &mut *slot {
-            Some(old) if old.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
-        }
+    /// Arms the socket to report when it takes writes again; returns true
+    /// instead if that was reported since it was last armed.
+    pub fn arm_write(&self) -> bool {
+        self.stream.poll_writable(&mut Context::from_waker(&self.waker)).is_ready()
     }
-}
 
-/// What woke the task.
-enum Wake {
-    /// Bytes read; empty at the end of the stream.
-    Read(io::Result<Vec<u8>>),
-    Writable(io::Result<()>),
-    /// The shard is done with the connection.
-    Closed,
-}
-
-/// Runs one connection until its shard closes it or the shard is gone.
-///
-/// The shard raises [`Link::want_write`] when a write would block, and
-/// [`Link::close`] once it has closed the connection (after shutting down the
-/// write side, or when the shard itself ends); the task then lingers and ends.
-pub async fn run(conn: ConnId, link: Arc<Link>, inbox: Sender<Inbox>) {
-    let mut reading = true;
-    loop {
-        let message = match future::poll_fn(|cx| poll_wake(cx, &link, reading)).await {
-            Wake::Closed => break,
-            Wake::Read(Ok(bytes)) if bytes.is_empty() => {
-                reading = false;
-                Inbox::Eof(conn)
-            }
-            Wake::Read(Ok(bytes)) => Inbox::Input(conn, bytes),
-            Wake::Read(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Wake::Read(Err(e)) | Wake::Writable(Err(e)) => {
-                reading = false;
-                Inbox::Failed(conn, e)
-            }
-            Wake::Writable(Ok(())) => Inbox::Writable(conn),
-        };
-        if inbox.send(message).await.is_err() {
-            // The shard is gone; the server is stopping.
-            return;
-        }
+    /// Takes the socket to linger on after the shard shut its write side.
+    pub fn into_stream(self) -> Async<TcpStream> {
+        self.stream
     }
-    linger(&link.stream).await;
-}
-
-/// Polls the shard's requests first (a close ends everything), then
-/// writability if the shard asked for it, then input.
-fn poll_wake(cx: &mut Context<'_>, link: &Link, reading: bool) -> Poll<Wake> {
-    link.register(cx.waker());
-    let flags = link.flags.load(Ordering::Acquire);
-    if flags & CLOSED != 0 {
-        return Poll::Ready(Wake::Closed);
-    }
-    if flags & WANT_WRITE != 0 {
-        if let Poll::Ready(result) = link.stream.poll_writable(cx) {
-            link.flags.fetch_and(!WANT_WRITE, Ordering::AcqRel);
-            return Poll::Ready(Wake::Writable(result));
-        }
-    }
-    if reading {
-        if let Poll::Ready(result) = poll_read_with(cx, &link.stream, <[u8]>::to_vec) {
-            return Poll::Ready(Wake::Read(result));
-        }
-    }
-    Poll::Pending
-}
-
-/// Reads once into this thread's scratch buffer and hands what arrived to
-/// `take` (an empty slice at the end of the stream).
-fn poll_read_with<T>(
-    cx: &mut Context<'_>,
-    stream: &Async<TcpStream>,
-    take: impl FnOnce(&[u8]) -> T,
-) -> Poll<io::Result<T>> {
-    SCRATCH.with_borrow_mut(|buf| {
-        Pin::new(&mut &*stream).poll_read(cx, buf).map(|result| result.map(|n| take(&buf[..n])))
-    })
 }
 
 /// Reads and discards input until the peer closes, an error, or [`LINGER`].
-async fn linger(stream: &Async<TcpStream>) {
-    let drain =
-        async { while let Ok(1..) = future::poll_fn(|cx| poll_read_with(cx, stream, <[u8]>::len)).await {} };
+pub async fn linger(stream: Async<TcpStream>) {
+    let drain = async { while let Ok(1..) = future::poll_fn(|cx| poll_discard(cx, &stream)).await {} };
     let timeout = async {
         Timer::after(LINGER).await;
     };
     drain.or(timeout).await;
 }
 
+thread_local! {
+    /// Where lingering connections polled on this thread read to: a closing
+    /// connection keeps no buffer of its own.
+    static SINK: RefCell<Vec<u8>> = RefCell::new(vec![0; 16 * 1024]);
+}
+
+fn poll_discard(cx: &mut Context<'_>, stream: &Async<TcpStream>) -> Poll<io::Result<usize>> {
+    SINK.with_borrow_mut(|sink| Pin::new(&mut &*stream).poll_read(cx, sink))
+}
+
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+    use std::net::TcpListener;
+
     use super::*;
 
+    fn pair() -> (TcpStream, Async<TcpStream>) {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (client, Async::new(server).unwrap())
+    }
+
     #[test]
-    fn an_idle_connection_task_is_small() {
-        let listener = Async::<std::net::TcpListener>::bind(([127, 0, 0, 1], 0)).unwrap();
-        let stream = TcpStream::connect(listener.get_ref().local_addr().unwrap()).unwrap();
-        let link = Arc::new(Link::new(Async::new(stream).unwrap()));
-        let (inbox, _inbox_rx) = smol::channel::bounded(1);
-        let task = run(ConnId::from_u64(1), Arc::clone(&link), inbox);
-        let size = std::mem::size_of_val(&task);
-        eprintln!("a connection task's future takes {size} bytes, its link {}", size_of::<Link>());
-        assert!(size < 1024, "a connection task's future takes {size} bytes");
+    fn input_lists_the_connection_once_until_the_shard_takes_it_up() {
+        smol::block_on(async {
+            let list = Arc::new(ReadyList::default());
+            let (mut client, server) = pair();
+            let conn = Conn::new(ConnId::from_u64(7), server, &list);
+            let mut buf = [0u8; 64];
+            assert_eq!(conn.read(&mut buf).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+            assert!(!conn.arm_read(), "nothing arrived, so the socket is armed");
+
+            client.write_all(b"hello\n").unwrap();
+            wait_listed(&list).await;
+            // A second report before the shard takes the connection up adds nothing.
+            conn.listing.wake_by_ref();
+            let mut ready = Vec::new();
+            list.take(&mut ready);
+            assert_eq!(ready, [ConnId::from_u64(7)]);
+
+            conn.unlist();
+            assert_eq!(conn.read(&mut buf).unwrap(), 6);
+            // The event that listed it may be reported once more (then read
+            // again, as the shard does) before the socket is armed.
+            let mut reported = 0;
+            while conn.arm_read() {
+                reported += 1;
+                assert!(reported < 3, "one event was reported {reported} times");
+            }
+            client.write_all(b"more\n").unwrap();
+            wait_listed(&list).await;
+            ready.clear();
+            list.take(&mut ready);
+            assert!(ready.contains(&ConnId::from_u64(7)), "new input did not list the connection again");
+        });
+    }
+
+    async fn wait_listed(list: &ReadyList) {
+        list.wait()
+            .or(async {
+                Timer::after(Duration::from_secs(10)).await;
+                panic!("the input was not reported within 10 s");
+            })
+            .await;
+    }
+
+    #[test]
+    fn input_that_came_before_arming_is_reported_at_once() {
+        smol::block_on(async {
+            let list = Arc::new(ReadyList::default());
+            let (mut client, server) = pair();
+            let conn = Conn::new(ConnId::from_u64(1), server, &list);
+            client.write_all(b"early\n").unwrap();
+            // The shard read before these bytes were there, and arms only now.
+            assert!(!conn.arm_read());
+            wait_listed(&list).await;
+        });
     }
 }

@@ -75,8 +75,7 @@ async fn serve(
             None => Shard::standalone(config.clone(), now),
         };
         let (inbox, inbox_rx) = channel::bounded(INBOX_CAPACITY);
-        let task =
-            ShardTask::new(shard, port, (inbox.clone(), inbox_rx), stop_rx.clone(), Arc::clone(&executor));
+        let task = ShardTask::new(shard, port, inbox_rx, stop_rx.clone(), Arc::clone(&executor));
         tasks.push(executor.spawn(task.run()));
         inboxes.push(inbox);
     }

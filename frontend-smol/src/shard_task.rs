@@ -1,20 +1,21 @@
 //! One shard's task: a core [`Shard`], the sockets of its connections, and its
 //! place on the bus.
 //!
-//! The task is the only owner of the shard, so the core needs no lock. Each
-//! turn of its loop it applies what the bus holds for it, fires due timers,
-//! takes a bounded batch from its inbox (accepted sockets, input chunks,
-//! writability), and drains the core's outputs after every event: `Publish`
-//! goes to the bus, `Close` flushes and closes, and `Transmit` marks the
-//! connection for a write at the end of the turn: one nonblocking write of
-//! everything the core queued for it, however many lines the turn produced
-//! (under load, turns within [`COALESCE`] of the last writes share the next;
-//! a round of writes to a big room goes [`WRITE_SLICE`] connections a turn).
-//! Then it sleeps until the inbox, the bus, a timer or the stop signal wakes it.
+//! The task is the only owner of the shard and of its connections' sockets,
+//! so the core needs no lock. Each turn of its loop it applies what the bus
+//! holds for it, fires due timers, takes the connections the accept loop sent,
+//! reads the connections the reactor reported ready (within a budget), and
+//! drains the core's outputs after every event: `Publish` goes to the bus,
+//! `Close` flushes and closes, and `Transmit` marks the connection for a write
+//! at the end of the turn: one nonblocking write of everything the core queued
+//! for it, however many lines the turn produced (under load, turns within
+//! [`COALESCE`] of the last writes share the next; a round of writes to a big
+//! room goes [`WRITE_SLICE`] connections a turn). Then it sleeps until the
+//! reactor, the accept loop, the bus, a timer or the stop signal wakes it.
 //!
 //! The core's per-connection queue is the only output queue: when a write
-//! would block, the connection's task waits for writability and tells the
-//! shard, which writes whatever the queue holds by then.
+//! would block, the socket is armed for writability, and the shard writes
+//! whatever the queue holds by the time it is reported.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -29,13 +30,20 @@ use smol::future::{self, FutureExt};
 use smol::{Async, Executor, Timer};
 
 use crate::bus::BusPort;
-use crate::conn::{self, Link};
+use crate::conn::{self, Conn, ReadyList};
 
-/// Messages a shard's inbox holds; bounded, so a fast client waits its turn.
-pub const INBOX_CAPACITY: usize = 256;
+/// Batches of accepted connections a shard's inbox holds.
+pub const INBOX_CAPACITY: usize = 16;
 
-/// Inbox messages handled per turn before the shard reads the bus and yields.
-const BATCH: usize = 64;
+/// Ready connections read per turn before the shard reads the bus and yields.
+const READ_BATCH: usize = 64;
+
+/// Most bytes read from one connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Most bytes of client input read per turn: a client that sends faster than
+/// the shard handles it finds its socket left unread, and TCP pushes back.
+const TURN_READ_BUDGET: usize = 256 * 1024;
 
 /// Lines (input lines, envelopes, connects, closes) handled between two
 /// rounds of writes within a turn. Coalescing a turn's lines into one write
@@ -93,30 +101,23 @@ const WRITE_SLICE: usize = 256;
 /// How long a closing connection may take to take its last bytes.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What reaches a shard from the accept loop and from its connections' tasks.
+/// New connections the accept loop gave to a shard, through its inbox.
 #[derive(Debug)]
-pub enum Inbox {
-    /// New connections the accept loop gave to this shard; the sender is
-    /// dropped once their connects are published, so the next ones come later
-    /// in bus order.
-    Accepted(Vec<(Async<TcpStream>, SocketAddr)>, Sender<()>),
-    /// Bytes read from a connection.
-    Input(ConnId, Vec<u8>),
-    /// A clean end of stream from the peer.
-    Eof(ConnId),
-    /// A read or a wait failed (a reset, usually): the connection is gone.
-    Failed(ConnId, io::Error),
-    /// The socket became writable after a write would have blocked.
-    Writable(ConnId),
+pub struct Accepted {
+    pub conns: Vec<(Async<TcpStream>, SocketAddr)>,
+    /// Dropped once their connects are published, so the next batch comes
+    /// later in bus order.
+    pub published: Sender<()>,
 }
 
 /// The shard's side of one connection: kept small, there is one per
 /// connection (the peer's address is asked of the socket when a log needs it).
 struct Handle {
-    /// Shared with the connection's task; dropping the handle closes it.
-    link: Arc<Link>,
-    /// A writability request is outstanding: don't write until it answers.
+    conn: Conn,
+    /// The socket is armed for writability: don't write until it is reported.
     waiting: bool,
+    /// The peer has not ended its input, nor has the socket failed.
+    reading: bool,
     /// Set once the core asked to close (the deadline is in [`ShardTask::closing`]).
     closing: bool,
     /// Already listed in [`ShardTask::dirty`].
@@ -126,16 +127,10 @@ struct Handle {
 impl Handle {
     /// The peer's address, for logs.
     fn peer(&self) -> String {
-        match self.link.stream().peer_addr() {
+        match self.conn.stream().peer_addr() {
             Ok(peer) => peer.to_string(),
             Err(_) => "a gone peer".to_string(),
         }
-    }
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.link.close();
     }
 }
 
@@ -170,9 +165,16 @@ impl Hasher for IdHasher {
 pub struct ShardTask {
     shard: Shard,
     bus: Option<BusPort>,
-    inbox: Receiver<Inbox>,
-    /// Cloned into every connection task, so it can reach this shard.
-    inbox_tx: Sender<Inbox>,
+    inbox: Receiver<Accepted>,
+    /// Where the reactor lists this shard's connections that became ready.
+    ready: Arc<ReadyList>,
+    /// Ready connections not read yet, oldest first: taken from the list, or
+    /// left over from a turn whose read budget ran out.
+    to_read: VecDeque<ConnId>,
+    /// Reused for taking the ready list.
+    listed: Vec<ConnId>,
+    /// Where input is read to, on its way into the core.
+    scratch: Vec<u8>,
     /// Closed (never sent on) when the server stops.
     stop: Receiver<()>,
     executor: Arc<Executor<'static>>,
@@ -203,8 +205,8 @@ pub struct ShardTask {
 
 /// What ended a shard task's sleep.
 enum Wake {
-    Message(Inbox),
-    /// The bus, a timer or the stop: the next turn sees what changed.
+    Accepted(Accepted),
+    /// The reactor, the bus, a timer or the stop: the next turn sees what changed.
     Other,
 }
 
@@ -213,15 +215,18 @@ impl ShardTask {
     pub fn new(
         shard: Shard,
         bus: Option<BusPort>,
-        inbox: (Sender<Inbox>, Receiver<Inbox>),
+        inbox: Receiver<Accepted>,
         stop: Receiver<()>,
         executor: Arc<Executor<'static>>,
     ) -> ShardTask {
         ShardTask {
             shard,
             bus,
-            inbox_tx: inbox.0,
-            inbox: inbox.1,
+            inbox,
+            ready: Arc::default(),
+            to_read: VecDeque::new(),
+            listed: Vec::new(),
+            scratch: vec![0; READ_CHUNK],
             stop,
             executor,
             conns: HashMap::default(),
@@ -256,7 +261,8 @@ impl ShardTask {
             self.fire_timers(now);
             let congested = self.bus.as_ref().is_some_and(BusPort::congested);
             if !congested {
-                busy |= self.read_inbox(now);
+                busy |= self.take_accepted(now);
+                busy |= self.read_ready(now);
             }
             let (write_due, writing) = self.flush_when_due(now, stop_deadline.is_some());
             busy |= writing;
@@ -267,7 +273,7 @@ impl ShardTask {
                 }
             }
             if busy {
-                // Let this thread's connection tasks run before the next batch.
+                // Let the other tasks (another shard, the accept loop) run before the next batch.
                 future::yield_now().await;
                 continue;
             }
@@ -286,15 +292,23 @@ impl ShardTask {
                 let _ = self.stop.recv().await;
                 Wake::Other
             };
-            let message = async {
+            let accepted = async {
                 if congested {
                     future::pending::<()>().await;
                 }
                 match self.inbox.recv().await {
-                    Ok(message) => Wake::Message(message),
-                    // Never closed: this task holds a sender itself.
+                    Ok(accepted) => Wake::Accepted(accepted),
+                    // The accept loop is gone: the server is stopping.
                     Err(_) => future::pending().await,
                 }
+            };
+            let ready_list = Arc::clone(&self.ready);
+            let ready = async {
+                if congested {
+                    future::pending::<()>().await;
+                }
+                ready_list.wait().await;
+                Wake::Other
             };
             let bell = async {
                 match bell {
@@ -307,8 +321,8 @@ impl ShardTask {
                 (&mut timer).await;
                 Wake::Other
             };
-            if let Wake::Message(message) = stop.or(message).or(bell).or(tick).await {
-                self.handle(message, Instant::now());
+            if let Wake::Accepted(accepted) = stop.or(accepted).or(ready).or(bell).or(tick).await {
+                self.accept(accepted, Instant::now());
             }
         }
         log::debug!("{} stopped", self.shard.id());
@@ -334,65 +348,123 @@ impl ShardTask {
         more
     }
 
-    /// Handles up to a batch of inbox messages; returns whether the batch was full.
-    fn read_inbox(&mut self, now: Instant) -> bool {
-        for _ in 0..BATCH {
+    /// Takes up to a few batches of accepted connections; returns whether
+    /// more may be waiting.
+    fn take_accepted(&mut self, now: Instant) -> bool {
+        for _ in 0..4 {
             match self.inbox.try_recv() {
-                Ok(message) => self.handle(message, now),
+                Ok(accepted) => self.accept(accepted, now),
                 Err(_) => return false,
             }
         }
         true
     }
 
-    fn handle(&mut self, message: Inbox, now: Instant) {
+    fn accept(&mut self, accepted: Accepted, now: Instant) {
         self.last_work = now;
-        // Lines and bytes of work, see WRITE_EVERY_LINES.
-        let mut work = (0, 0);
-        match message {
-            Inbox::Accepted(batch, published) => {
-                for (stream, peer) in batch {
-                    self.accept(stream, peer, now);
-                    // Drained right away, so the connects are on the bus before the accept loop goes on.
+        for (stream, peer) in accepted.conns {
+            let conn = self.shard.handle_connect(now);
+            log::debug!("{}: connection from {peer}", self.shard.id());
+            let handle = Handle {
+                conn: Conn::new(conn, stream, &self.ready),
+                waiting: false,
+                reading: true,
+                closing: false,
+                dirty: false,
+            };
+            self.conns.insert(conn, handle);
+            // Bytes may have come with the connection; reading also arms the socket.
+            self.to_read.push_back(conn);
+            // Drained right away, so the connects are on the bus before the accept loop goes on.
+            self.drain_outputs(now);
+            self.count_work(1, 0, now);
+        }
+        drop(accepted.published);
+    }
+
+    /// Reads the connections the reactor reported ready, up to a batch and
+    /// the turn's read budget; returns whether some are left for the next turn.
+    fn read_ready(&mut self, now: Instant) -> bool {
+        self.ready.take(&mut self.listed);
+        self.to_read.extend(self.listed.drain(..));
+        let mut budget = TURN_READ_BUDGET;
+        for _ in 0..READ_BATCH {
+            if budget == 0 {
+                break;
+            }
+            let Some(conn) = self.to_read.pop_front() else { break };
+            budget -= self.serve(conn, budget, now);
+        }
+        !self.to_read.is_empty()
+    }
+
+    /// Takes up one ready connection: writes if it takes writes again, and
+    /// reads its input, up to `budget` bytes; returns the bytes read.
+    fn serve(&mut self, conn: ConnId, budget: usize, now: Instant) -> usize {
+        let Some(handle) = self.conns.get_mut(&conn) else { return 0 };
+        handle.conn.unlist();
+        if handle.waiting && handle.conn.arm_write() {
+            handle.waiting = false;
+            self.write(conn, now);
+            // A failed write closes the connection, which the bus must hear of.
+            self.drain_outputs(now);
+        }
+        self.last_work = now;
+        let mut read = 0;
+        loop {
+            let Some(handle) = self.conns.get_mut(&conn) else { return read };
+            if !handle.reading {
+                return read;
+            }
+            if read == budget {
+                // The rest waits for the next turn; no new event will say it is there.
+                self.to_read.push_back(conn);
+                return read;
+            }
+            let want = (budget - read).min(self.scratch.len());
+            match handle.conn.read(&mut self.scratch[..want]) {
+                Ok(0) => {
+                    handle.reading = false;
+                    self.shard.handle_eof(conn, now);
                     self.drain_outputs(now);
                     self.count_work(1, 0, now);
+                    return read;
                 }
-                drop(published);
-            }
-            Inbox::Input(conn, bytes) => {
-                self.shard.handle_bytes(conn, &bytes, now);
-                // A chunk of many lines is written out after it on its own.
-                let lines = bytes.iter().filter(|&&b| b == b'\n').count().max(1);
-                work = (lines, bytes.len());
-            }
-            Inbox::Eof(conn) => {
-                self.shard.handle_eof(conn, now);
-                work = (1, 0);
-            }
-            Inbox::Failed(conn, e) => {
-                if let Some(handle) = self.conns.get(&conn) {
-                    log::debug!("{}: connection from {} failed: {e}", self.shard.id(), handle.peer());
+                Ok(n) => {
+                    read += n;
+                    let input = &self.scratch[..n];
+                    self.shard.handle_bytes(conn, input, now);
+                    // A chunk of many lines is written out after it on its own.
+                    let lines = input.iter().filter(|&&b| b == b'\n').count().max(1);
+                    self.drain_outputs(now);
+                    self.count_work(lines, n, now);
+                    // A short read emptied the socket: arm it, unless input
+                    // was reported meanwhile (then read on).
+                    if n < want && !self.rearm_read(conn) {
+                        return read;
+                    }
                 }
-                self.drop_conn(conn, now);
-                work = (1, 0);
-            }
-            Inbox::Writable(conn) => {
-                if let Some(handle) = self.conns.get_mut(&conn) {
-                    handle.waiting = false;
-                    self.write(conn, now);
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !self.rearm_read(conn) {
+                        return read;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::debug!("{}: reading from {} failed: {e}", self.shard.id(), handle.peer());
+                    self.drop_conn(conn, now);
+                    self.drain_outputs(now);
+                    self.count_work(1, 0, now);
+                    return read;
                 }
             }
         }
-        self.drain_outputs(now);
-        self.count_work(work.0, work.1, now);
     }
 
-    fn accept(&mut self, stream: Async<TcpStream>, peer: SocketAddr, now: Instant) {
-        let conn = self.shard.handle_connect(now);
-        let link = Arc::new(Link::new(stream));
-        self.executor.spawn(conn::run(conn, Arc::clone(&link), self.inbox_tx.clone())).detach();
-        log::debug!("{}: connection from {peer}", self.shard.id());
-        self.conns.insert(conn, Handle { link, waiting: false, closing: false, dirty: false });
+    /// Arms a connection's socket for its next input; returns true if input
+    /// was reported since it was last armed, so there is more to read now.
+    fn rearm_read(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|handle| handle.conn.arm_read())
     }
 
     /// Does everything the core asked for, until it asks for nothing more.
@@ -488,7 +560,7 @@ impl ShardTask {
                     break;
                 }
                 // A nonblocking write of everything queued: one syscall for many lines.
-                match handle.link.stream().write(pending) {
+                match handle.conn.stream().write(pending) {
                     Ok(0) => return self.fail(conn, io::ErrorKind::WriteZero.into(), now),
                     Ok(written) => {
                         self.shard.handle_written(conn, written, now);
@@ -496,8 +568,11 @@ impl ShardTask {
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // Reported already since it was last armed: try again.
+                        if handle.conn.arm_write() {
+                            continue;
+                        }
                         handle.waiting = true;
-                        handle.link.want_write();
                         break;
                     }
                     Err(e) => return self.fail(conn, e, now),
@@ -550,11 +625,15 @@ impl ShardTask {
     }
 
     /// Closes a flushed (or timed-out) connection: FIN after the last byte,
-    /// then the task lingers on its input and drops the socket.
+    /// then a task lingers on its input, if the peer may still send, and
+    /// drops the socket.
     fn finish_close(&mut self, conn: ConnId, now: Instant) {
         if let Some(handle) = self.conns.remove(&conn) {
             // The peer may be gone already; there is nothing left to tell it.
-            let _ = handle.link.stream().shutdown(Shutdown::Write);
+            let _ = handle.conn.stream().shutdown(Shutdown::Write);
+            if handle.reading {
+                self.executor.spawn(conn::linger(handle.conn.into_stream())).detach();
+            }
         }
         self.shard.handle_close(conn, now);
     }
@@ -604,11 +683,8 @@ impl ShardTask {
     /// `* server shutting down`, and closes. Returns the deadline for that.
     fn shut_down(&mut self, now: Instant) -> Instant {
         // Connections accepted before the stop still get the goodbye.
-        for _ in 0..INBOX_CAPACITY {
-            match self.inbox.try_recv() {
-                Ok(message) => self.handle(message, now),
-                Err(_) => break,
-            }
+        while let Ok(accepted) = self.inbox.try_recv() {
+            self.accept(accepted, now);
         }
         // The stop is one point of the bus order: the first shard here ends
         // the log, and every shard applies all that came before it (a sender
