@@ -178,19 +178,20 @@ mod tests {
 
     use super::*;
 
-    fn pair() -> (TcpStream, Async<TcpStream>) {
+    /// A connection with id `id` on a ready list of its own, and its client's end.
+    fn connected(id: u64) -> (Arc<ReadyList>, Conn, TcpStream) {
         let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        (client, Async::new(server).unwrap())
+        let list = Arc::new(ReadyList::default());
+        let conn = Conn::new(ConnId::from_u64(id), Async::new(server).unwrap(), &list);
+        (list, conn, client)
     }
 
     #[test]
     fn input_lists_the_connection_once_until_the_shard_takes_it_up() {
         smol::block_on(async {
-            let list = Arc::new(ReadyList::default());
-            let (mut client, server) = pair();
-            let conn = Conn::new(ConnId::from_u64(7), server, &list);
+            let (list, conn, mut client) = connected(7);
             let mut buf = [0u8; 64];
             assert_eq!(conn.read(&mut buf).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
             assert!(!conn.arm_read(), "nothing arrived, so the socket is armed");
@@ -232,9 +233,7 @@ mod tests {
     #[test]
     fn input_that_came_before_arming_is_reported_at_once() {
         smol::block_on(async {
-            let list = Arc::new(ReadyList::default());
-            let (mut client, server) = pair();
-            let conn = Conn::new(ConnId::from_u64(1), server, &list);
+            let (list, conn, mut client) = connected(1);
             client.write_all(b"early\n").unwrap();
             // The shard read before these bytes were there, and arms only now.
             assert!(!conn.arm_read());
