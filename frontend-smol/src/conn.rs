@@ -108,14 +108,18 @@ impl Wake for Listing {
 pub struct Conn {
     stream: Async<TcpStream>,
     listing: Arc<Listing>,
-    waker: Waker,
 }
 
 impl Conn {
     pub fn new(conn: ConnId, stream: Async<TcpStream>, list: &Arc<ReadyList>) -> Conn {
         let listing = Arc::new(Listing { conn, list: Arc::clone(list), listed: AtomicBool::new(false) });
-        let waker = Waker::from(Arc::clone(&listing));
-        Conn { stream, listing, waker }
+        Conn { stream, listing }
+    }
+
+    /// The connection's waker; every one made here wakes the same way, so
+    /// async-io keeps the one it holds (`Waker::will_wake`).
+    fn waker(&self) -> Waker {
+        Waker::from(Arc::clone(&self.listing))
     }
 
     /// The socket, for nonblocking writes and for logs.
@@ -137,13 +141,13 @@ impl Conn {
     /// Arms the socket to report the next input; returns true instead if
     /// input was reported since it was last armed (read again, then arm).
     pub fn arm_read(&self) -> bool {
-        self.stream.poll_readable(&mut Context::from_waker(&self.waker)).is_ready()
+        self.stream.poll_readable(&mut Context::from_waker(&self.waker())).is_ready()
     }
 
     /// Arms the socket to report when it takes writes again; returns true
     /// instead if that was reported since it was last armed.
     pub fn arm_write(&self) -> bool {
-        self.stream.poll_writable(&mut Context::from_waker(&self.waker)).is_ready()
+        self.stream.poll_writable(&mut Context::from_waker(&self.waker())).is_ready()
     }
 
     /// Takes the socket to linger on after the shard shut its write side.

@@ -35,6 +35,10 @@ use crate::conn::{self, Conn, ReadyList};
 /// Batches of accepted connections a shard's inbox holds.
 pub const INBOX_CAPACITY: usize = 16;
 
+/// Batches of accepted connections taken per turn before the shard reads its
+/// clients and the bus again.
+const ACCEPT_BATCHES: usize = 4;
+
 /// Ready connections read per turn before the shard reads the bus and yields.
 const READ_BATCH: usize = 64;
 
@@ -351,7 +355,7 @@ impl ShardTask {
     /// Takes up to a few batches of accepted connections; returns whether
     /// more may be waiting.
     fn take_accepted(&mut self, now: Instant) -> bool {
-        for _ in 0..4 {
+        for _ in 0..ACCEPT_BATCHES {
             match self.inbox.try_recv() {
                 Ok(accepted) => self.accept(accepted, now),
                 Err(_) => return false,
