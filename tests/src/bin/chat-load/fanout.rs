@@ -14,8 +14,8 @@ use crate::swarmsync::{bring_in, Crowd};
 /// How long a sender-bound fanout polls on after the last input before it
 /// sleeps in the poll. The clients stand for machines of their own: asleep, they
 /// would make every write the server sends them also wake this process (on a
-/// VM, an interrupt to another core: at 100 clients, 15% fewer deliveries per
-/// second for chat-mio with one worker in four A/B pairs); polling without end
+/// VM, an interrupt to another core: at 100 clients, 5 - 27% fewer deliveries
+/// per second for chat-mio with one worker in four A/B pairs); polling without end
 /// would hold a core that the server needs while it has nothing to send.
 const SPIN: Duration = Duration::from_micros(200);
 

@@ -203,3 +203,56 @@ fn flush(conn: &mut Conn) -> io::Result<()> {
     conn.outbuf.drain(..written);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Shutdown, TcpListener};
+
+    use super::*;
+
+    /// How long the swarm may take to report what the test's peer did.
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// Turns the swarm until `done` or `within`, recording what it reports.
+    fn record_until(swarm: &mut Swarm, within: Duration, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + within;
+        while !done(&seen) && Instant::now() < deadline {
+            swarm
+                .turn(Duration::from_millis(50), |_, e| {
+                    seen.push(match e {
+                        Event::Connected => "connected".to_string(),
+                        Event::Line(line) => String::from_utf8_lossy(line).into_owned(),
+                        Event::Closed => "closed".to_string(),
+                    })
+                })
+                .unwrap();
+        }
+        seen
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_an_end_of_stream_after_them_are_all_reported() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let mut swarm = Swarm::new(listener.local_addr().unwrap()).unwrap();
+        swarm.connect().unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        assert_eq!(record_until(&mut swarm, LIMIT, |seen| !seen.is_empty()), ["connected"]);
+
+        // Half a line, read short; its end and a whole line in the next read.
+        server.write_all(b"first ha").unwrap();
+        let seen = record_until(&mut swarm, Duration::from_millis(200), |_| false);
+        assert!(seen.is_empty(), "half a line was reported: {seen:?}");
+        server.write_all(b"lf\nsecond\n").unwrap();
+        let seen = record_until(&mut swarm, LIMIT, |seen| seen.len() == 2);
+        assert_eq!(seen, ["first half", "second"]);
+
+        // Bytes and the end of stream together: the short read that takes the
+        // bytes must not leave the end unread, since no new edge will come.
+        server.write_all(b"last\n").unwrap();
+        server.shutdown(Shutdown::Write).unwrap();
+        let seen = record_until(&mut swarm, LIMIT, |seen| seen.last().is_some_and(|e| e == "closed"));
+        assert_eq!(seen, ["last", "closed"]);
+        assert_eq!(swarm.open(), 0);
+    }
+}

@@ -44,7 +44,7 @@ impl Arrival {
 }
 
 /// How long the clients may take to see the line said after the arrival.
-pub const READY_LIMIT: Duration = Duration::from_secs(120);
+const READY_LIMIT: Duration = Duration::from_secs(120);
 
 /// Connection-phase bookkeeping, fed every event until the crowd is in.
 pub struct Crowd {
