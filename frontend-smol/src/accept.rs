@@ -28,6 +28,9 @@ const BATCH: usize = 256;
 /// Runs until every shard is gone; the server stops accepting by dropping
 /// this future, which closes the listening socket.
 pub async fn run(listener: Async<TcpListener>, shards: Vec<Sender<Accepted>>) {
+    if shards.is_empty() {
+        return;
+    }
     let mut next = 0;
     // Set while accepting keeps failing, so a long EMFILE spell logs one line.
     let mut failing = false;
@@ -52,16 +55,44 @@ pub async fn run(listener: Async<TcpListener>, shards: Vec<Sender<Accepted>>) {
             failing = false;
         }
         let batch = more(listener.get_ref(), first);
-        let Some(shard) = shards.get(next) else { return };
-        next = (next + 1) % shards.len();
-        // A full inbox makes this wait: the shard is busy, new clients queue in the backlog.
-        let (published, done) = channel::bounded(1);
-        if shard.send(Accepted { conns: batch, published }).await.is_err() {
-            return;
+        // A burst of connects (a program opening a hundred at once) is spread
+        // over the shards too, not given to whichever shard's turn it is.
+        for share in split_evenly(batch, shards.len()) {
+            let Some(shard) = shards.get(next) else { return };
+            next = (next + 1) % shards.len();
+            if hand_over(shard, share).await.is_err() {
+                return;
+            }
         }
-        // Nothing is sent: the shard drops its end once the connects are published.
-        let _ = done.recv().await;
     }
+}
+
+/// Gives a shard connections and waits until it published their connects;
+/// fails if the shard is gone.
+async fn hand_over(shard: &Sender<Accepted>, conns: Vec<(Async<TcpStream>, SocketAddr)>) -> Result<(), ()> {
+    // A full inbox makes this wait: the shard is busy, new clients queue in the backlog.
+    let (published, done) = channel::bounded(1);
+    shard.send(Accepted { conns, published }).await.map_err(drop)?;
+    // Nothing is sent: the shard drops its end once the connects are published.
+    let _ = done.recv().await;
+    Ok(())
+}
+
+/// Cuts `batch` into at most `parts` runs of consecutive items whose sizes
+/// differ by at most one (the first ones are the longer), in order.
+fn split_evenly<T>(mut batch: Vec<T>, parts: usize) -> Vec<Vec<T>> {
+    if batch.is_empty() {
+        return Vec::new();
+    }
+    let parts = parts.clamp(1, batch.len());
+    let (size, longer) = (batch.len() / parts, batch.len() % parts);
+    let mut runs = Vec::with_capacity(parts);
+    for part in (0..parts).rev() {
+        let len = size + usize::from(part < longer);
+        runs.push(batch.split_off(batch.len() - len));
+    }
+    runs.reverse();
+    runs
 }
 
 /// Takes whatever else is waiting in the backlog, up to a batch, without waiting.
@@ -98,4 +129,26 @@ fn transient(error: &io::Error) -> bool {
         error.kind(),
         io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_evenly;
+
+    #[test]
+    fn splits_into_runs_in_order_that_differ_by_at_most_one() {
+        let runs = split_evenly((0..7).collect(), 3);
+        assert_eq!(runs, vec![vec![0, 1, 2], vec![3, 4], vec![5, 6]]);
+        let runs = split_evenly((0..100).collect::<Vec<_>>(), 2);
+        assert_eq!(runs.iter().map(Vec::len).collect::<Vec<_>>(), vec![50, 50]);
+        assert_eq!(runs.concat(), (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn never_makes_an_empty_run() {
+        assert_eq!(split_evenly(vec![1], 4), vec![vec![1]]);
+        assert_eq!(split_evenly(vec![1, 2], 1), vec![vec![1, 2]]);
+        assert_eq!(split_evenly(Vec::<u8>::new(), 2), Vec::<Vec<u8>>::new());
+        assert_eq!(split_evenly(vec![1, 2], 0), vec![vec![1, 2]]);
+    }
 }

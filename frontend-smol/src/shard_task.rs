@@ -27,10 +27,11 @@ use std::time::{Duration, Instant, SystemTime};
 use chat_core::{CloseReason, ConnId, Output, Shard, UnixTime};
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt};
-use smol::{Async, Executor, Timer};
+use smol::{Async, Timer};
 
 use crate::bus::BusPort;
 use crate::conn::{self, Conn, ReadyList};
+use crate::server;
 
 /// Batches of accepted connections a shard's inbox holds.
 pub const INBOX_CAPACITY: usize = 16;
@@ -181,7 +182,6 @@ pub struct ShardTask {
     scratch: Vec<u8>,
     /// Closed (never sent on) when the server stops.
     stop: Receiver<()>,
-    executor: Arc<Executor<'static>>,
     conns: HashMap<ConnId, Handle, BuildHasherDefault<IdHasher>>,
     /// Closing connections by flush deadline; an entry whose connection is
     /// gone already is skipped when its deadline comes.
@@ -221,7 +221,6 @@ impl ShardTask {
         bus: Option<BusPort>,
         inbox: Receiver<Accepted>,
         stop: Receiver<()>,
-        executor: Arc<Executor<'static>>,
     ) -> ShardTask {
         ShardTask {
             shard,
@@ -232,7 +231,6 @@ impl ShardTask {
             listed: Vec::new(),
             scratch: vec![0; READ_CHUNK],
             stop,
-            executor,
             conns: HashMap::default(),
             closing: BTreeSet::new(),
             dirty: VecDeque::new(),
@@ -277,7 +275,8 @@ impl ShardTask {
                 }
             }
             if busy {
-                // Let the other tasks (another shard, the accept loop) run before the next batch.
+                // Let this thread's other tasks (the accept loop, lingering
+                // connections) run before the next batch.
                 future::yield_now().await;
                 continue;
             }
@@ -636,7 +635,7 @@ impl ShardTask {
             // The peer may be gone already; there is nothing left to tell it.
             let _ = handle.conn.stream().shutdown(Shutdown::Write);
             if handle.reading {
-                self.executor.spawn(conn::linger(handle.conn.into_stream())).detach();
+                server::spawn_here(conn::linger(handle.conn.into_stream()));
             }
         }
         self.shard.handle_close(conn, now);
