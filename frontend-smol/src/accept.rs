@@ -28,9 +28,6 @@ const BATCH: usize = 256;
 /// Runs until every shard is gone; the server stops accepting by dropping
 /// this future, which closes the listening socket.
 pub async fn run(listener: Async<TcpListener>, shards: Vec<Sender<Accepted>>) {
-    if shards.is_empty() {
-        return;
-    }
     let mut next = 0;
     // Set while accepting keeps failing, so a long EMFILE spell logs one line.
     let mut failing = false;
