@@ -14,6 +14,7 @@
 //! that came meanwhile is reported at once, so nothing is missed in between.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::TcpStream;
 use std::pin::Pin;
@@ -47,9 +48,9 @@ struct Listed {
 
 impl ReadyList {
     /// Moves the listed connections to the end of `into`.
-    pub fn take(&self, into: &mut Vec<ConnId>) {
+    pub fn take(&self, into: &mut VecDeque<ConnId>) {
         let mut listed = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        into.append(&mut listed.conns);
+        into.extend(listed.conns.drain(..));
     }
 
     /// Waits until a connection is listed.
@@ -204,7 +205,7 @@ mod tests {
             wait_listed(&list).await;
             // A second report before the shard takes the connection up adds nothing.
             conn.listing.wake_by_ref();
-            let mut ready = Vec::new();
+            let mut ready = VecDeque::new();
             list.take(&mut ready);
             assert_eq!(ready, [ConnId::from_u64(7)]);
 

@@ -176,8 +176,6 @@ pub struct ShardTask {
     /// Ready connections not read yet, oldest first: taken from the list, or
     /// left over from a turn whose read budget ran out.
     to_read: VecDeque<ConnId>,
-    /// Reused for taking the ready list.
-    listed: Vec<ConnId>,
     /// Where input is read to, on its way into the core.
     scratch: Vec<u8>,
     /// Closed (never sent on) when the server stops.
@@ -228,7 +226,6 @@ impl ShardTask {
             inbox,
             ready: Arc::default(),
             to_read: VecDeque::new(),
-            listed: Vec::new(),
             scratch: vec![0; READ_CHUNK],
             stop,
             conns: HashMap::default(),
@@ -388,8 +385,7 @@ impl ShardTask {
     /// Reads the connections the reactor reported ready, up to a batch and
     /// the turn's read budget; returns whether some are left for the next turn.
     fn read_ready(&mut self, now: Instant) -> bool {
-        self.ready.take(&mut self.listed);
-        self.to_read.extend(self.listed.drain(..));
+        self.ready.take(&mut self.to_read);
         let mut budget = TURN_READ_BUDGET;
         for _ in 0..READ_BATCH {
             if budget == 0 {
