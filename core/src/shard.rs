@@ -399,6 +399,13 @@ impl Shard {
         self.local.id
     }
 
+    /// Lines received from this shard's connections so far, as
+    /// [`Shard::stats`] counts them, without walking the connections: what
+    /// a frontend reads to know how many lines a chunk of input held.
+    pub fn lines_in(&self) -> u64 {
+        self.local.stats.lines_in
+    }
+
     /// Returns the counters for a status display.
     pub fn stats(&self) -> ShardStats {
         let mut stats = self.local.stats;

@@ -431,10 +431,11 @@ impl ShardTask {
                 }
                 Ok(n) => {
                     read += n;
-                    let input = &self.scratch[..n];
-                    self.shard.handle_bytes(conn, input, now);
+                    let lines_before = self.shard.lines_in();
+                    self.shard.handle_bytes(conn, &self.scratch[..n], now);
                     // A chunk of many lines is written out after it on its own.
-                    let lines = input.iter().filter(|&&b| b == b'\n').count().max(1);
+                    let lines =
+                        usize::try_from(self.shard.lines_in() - lines_before).unwrap_or(usize::MAX).max(1);
                     self.drain_outputs(now);
                     self.count_work(lines, n, now);
                     // A short read emptied the socket: arm it, unless input

@@ -506,6 +506,7 @@ fn connections_and_stats_describe_the_shard() {
     assert_eq!(info[0].bytes_out, "* You are now alice\nYou: hello\n".len() as u64);
     let stats = chat.shard.stats();
     assert_eq!((stats.connections, stats.lines_in, stats.lines_out), (1, 2, 2));
+    assert_eq!(chat.shard.lines_in(), 2);
 }
 
 #[test]
