@@ -2,6 +2,7 @@
 //! server-wide client numbers people see as `Client #7`.
 
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// One incarnation of a shard (a worker process, an executor task).
 ///
@@ -48,6 +49,35 @@ impl ConnId {
     }
 }
 
+/// Hashes connection handles (or their [`ConnId::as_u64`] numbers) for the
+/// maps a frontend keeps beside the shard, which it looks up for every
+/// recipient of every line: the shard hands the handles out, so no peer can
+/// choose colliding ones, and one multiplication replaces SipHash.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnIdHasher(u64);
+
+/// Builds [`ConnIdHasher`]s: `HashMap<ConnId, T, BuildConnIdHasher>`.
+pub type BuildConnIdHasher = BuildHasherDefault<ConnIdHasher>;
+
+impl Hasher for ConnIdHasher {
+    fn finish(&self) -> u64 {
+        // A product's low bits depend only on its factors' low bits, and a
+        // map picks its bucket from the low bits: the well-mixed high bits go
+        // there (the rotation rustc-hash uses for the same reason).
+        self.0.rotate_left(26)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// The server-wide number of an admitted connection, shown as `Client #7`.
 ///
 /// Assigned in bus order from a counter every shard replicates, so the numbers
@@ -68,4 +98,35 @@ pub struct ConnRef {
     pub shard: ShardId,
     /// The handle on that shard.
     pub conn: ConnId,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn handles_spread_over_buckets_and_tags() {
+        let build = BuildConnIdHasher::default();
+        // Few slots, each used many times: slot and generation both vary.
+        let ids = (0..64u32).flat_map(|slot| (0..64u32).map(move |generation| ConnId::new(slot, generation)));
+        let hashes: Vec<u64> = ids.map(|id| build.hash_one(id)).collect();
+        let distinct: BTreeSet<u64> = hashes.iter().copied().collect();
+        assert_eq!(distinct.len(), hashes.len(), "two handles hash alike");
+        // hashbrown picks the bucket from the low bits and a tag from the top 7.
+        let buckets: BTreeSet<u64> = hashes.iter().map(|h| h & 0xfff).collect();
+        let tags: BTreeSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        // 4,096 random hashes would fill about 63% of 4,096 buckets.
+        assert!(buckets.len() > 4096 / 2, "buckets used: {} of 4096", buckets.len());
+        assert!(tags.len() > 120, "tags used: {} of 128", tags.len());
+    }
+
+    #[test]
+    fn a_handle_and_its_number_hash_alike() {
+        let build = BuildConnIdHasher::default();
+        let id = ConnId::new(7, 3);
+        assert_eq!(build.hash_one(id), build.hash_one(id.as_u64()));
+    }
 }

@@ -63,7 +63,7 @@ mod wire;
 
 pub use config::{parse_size, Config, ParseSizeError};
 pub use envelope::shard_gone_envelope;
-pub use id::{ClientId, ConnId, ConnRef, ShardId};
+pub use id::{BuildConnIdHasher, ClientId, ConnId, ConnIdHasher, ConnRef, ShardId};
 pub use output::{CloseReason, Output};
 pub use replica::Replica;
 pub use sanitize::sanitize;

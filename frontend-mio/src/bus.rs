@@ -105,6 +105,9 @@ pub struct BusConn {
     outbound: Vec<u8>,
     /// Bytes of `outbound` already written.
     written: usize,
+    /// Where a read lands before its bytes join `inbound`: kept, so that a
+    /// read does not clear 64 KiB of stack first.
+    chunk: Box<[u8]>,
 }
 
 /// What a read of the bus found besides frames.
@@ -121,7 +124,13 @@ pub enum ReadEnd {
 impl BusConn {
     /// Wraps a nonblocking Unix stream.
     pub fn new(stream: UnixStream) -> BusConn {
-        BusConn { stream, inbound: Vec::new(), outbound: Vec::new(), written: 0 }
+        BusConn {
+            stream,
+            inbound: Vec::new(),
+            outbound: Vec::new(),
+            written: 0,
+            chunk: vec![0; READ_CHUNK].into(),
+        }
     }
 
     /// Returns the stream, to register with a `Poll`.
@@ -180,13 +189,12 @@ impl BusConn {
     /// Reads like [`BusConn::read_frames`], but stops once `limit` bytes were
     /// read, so a reader that fell behind can act on a part before the rest.
     pub fn read_frames_upto(&mut self, frames: &mut Vec<Frame>, limit: usize) -> io::Result<ReadEnd> {
-        let mut chunk = [0u8; READ_CHUNK];
         let mut read = 0usize;
         loop {
             if read >= limit {
                 return Ok(ReadEnd::Limit);
             }
-            match self.stream.read(&mut chunk) {
+            match self.stream.read(&mut self.chunk) {
                 Ok(0) => {
                     decode(&mut self.inbound, frames)?;
                     // A partial frame left behind by a dead peer is dropped.
@@ -195,7 +203,7 @@ impl BusConn {
                 }
                 Ok(n) => {
                     read += n;
-                    self.inbound.extend_from_slice(&chunk[..n]);
+                    self.inbound.extend_from_slice(&self.chunk[..n]);
                     decode(&mut self.inbound, frames)?;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadEnd::WouldBlock),

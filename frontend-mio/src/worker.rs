@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
-use chat_core::{CloseReason, Config, ConnId, Output, Shard, ShardId, UnixTime};
+use chat_core::{BuildConnIdHasher, CloseReason, Config, ConnId, Output, Shard, ShardId, UnixTime};
 use log::{debug, error, info, warn};
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::unix::SourceFd;
@@ -129,7 +129,7 @@ struct Worker {
     listener: Option<TcpListener>,
     bus: BusConn,
     bus_open: bool,
-    conns: HashMap<u64, Conn>,
+    conns: HashMap<u64, Conn, BuildConnIdHasher>,
     /// Closing and lingering deadlines, checked against each connection's state.
     deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
     /// Connections whose read budget ran out with input left.
@@ -201,7 +201,7 @@ impl Worker {
             listener: Some(listener),
             bus,
             bus_open: true,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             deadlines: BinaryHeap::new(),
             carry: Vec::new(),
             to_write: VecDeque::new(),

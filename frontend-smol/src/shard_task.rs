@@ -18,13 +18,12 @@
 //! whatever the queue holds by the time it is reported.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use chat_core::{CloseReason, ConnId, Output, Shard, UnixTime};
+use chat_core::{BuildConnIdHasher, CloseReason, ConnId, Output, Shard, UnixTime};
 use smol::channel::{Receiver, Sender};
 use smol::future::{self, FutureExt};
 use smol::{Async, Timer};
@@ -139,33 +138,6 @@ impl Handle {
     }
 }
 
-/// Hashes connection ids for the handle map, which is looked up for every
-/// recipient of every line: the core hands the ids out, so no client can
-/// choose colliding ones, and one multiplication replaces SipHash.
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.write_u64(u64::from(byte));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: the odd multiplier spreads consecutive ids over
-        // the high bits (the map's control bytes) and the low ones (its
-        // buckets); the low bits of a product depend only on the low bits of
-        // its factors, so the high half of the id is folded in first.
-        let n = n ^ (n >> 32);
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
-
 /// One shard and everything its task owns.
 pub struct ShardTask {
     shard: Shard,
@@ -180,7 +152,7 @@ pub struct ShardTask {
     scratch: Vec<u8>,
     /// Closed (never sent on) when the server stops.
     stop: Receiver<()>,
-    conns: HashMap<ConnId, Handle, BuildHasherDefault<IdHasher>>,
+    conns: HashMap<ConnId, Handle, BuildConnIdHasher>,
     /// Closing connections by flush deadline; an entry whose connection is
     /// gone already is skipped when its deadline comes.
     closing: BTreeSet<(Instant, ConnId)>,
