@@ -74,8 +74,12 @@ pub struct ConnInfo {
 #[derive(Debug)]
 struct Local {
     id: ShardId,
-    /// With no bus, envelopes loop straight back here instead of being published.
-    loopback: Option<VecDeque<Envelope>>,
+    /// Where this shard's envelopes go.
+    route: Route,
+    /// Envelopes applied here as they are published, without the bus.
+    loopback: VecDeque<Envelope>,
+    /// Envelopes published to the bus and not delivered back yet.
+    in_flight: u64,
     max_queue: usize,
     slots: Vec<Slot>,
     free: Vec<u32>,
@@ -83,6 +87,18 @@ struct Local {
     ready: Vec<ConnId>,
     outputs: VecDeque<Output>,
     stats: ShardStats,
+}
+
+/// How a shard's envelopes reach the bus order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    /// No bus: envelopes loop straight back.
+    Loopback,
+    /// Published, and applied when the bus delivers them back.
+    Bus,
+    /// Published for the bus's copy, and applied at once: no other shard
+    /// publishes, so publish order is bus order (see [`Shard::go_solo`]).
+    Solo,
 }
 
 #[derive(Debug)]
@@ -207,7 +223,9 @@ impl Shard {
         Shard {
             local: Local {
                 id,
-                loopback: standalone.then(VecDeque::new),
+                route: if standalone { Route::Loopback } else { Route::Bus },
+                loopback: VecDeque::new(),
+                in_flight: 0,
                 max_queue: config.max_queue,
                 slots: Vec::new(),
                 free: Vec::new(),
@@ -293,6 +311,9 @@ impl Shard {
     /// Applies an envelope delivered by the bus, in bus order.
     pub fn handle_envelope(&mut self, envelope: &[u8], _now: Instant) -> Result<(), DecodeError> {
         let envelope = Envelope::decode(envelope)?;
+        if envelope.origin().is_some_and(|from| from.shard == self.local.id) {
+            self.local.in_flight = self.local.in_flight.saturating_sub(1);
+        }
         self.apply(&envelope);
         self.pump();
         Ok(())
@@ -492,9 +513,39 @@ impl Shard {
         self.local.publish(envelope);
     }
 
-    /// Applies the envelopes that a standalone shard loops back to itself.
+    /// Starts applying this shard's envelopes as it publishes them, which is
+    /// right only while no other shard publishes and the bus delivers none of
+    /// them back: publish order is then bus order. The bus must learn at this
+    /// point of the envelope stream that it stops delivering them back (and
+    /// make no other shard publish until told the solo ended, see
+    /// [`Shard::end_solo`]). Refused, returning false, while envelopes
+    /// published before are still on their way back: applying newer ones
+    /// first would break the order.
+    pub fn go_solo(&mut self) -> bool {
+        if self.local.route != Route::Bus || self.local.in_flight > 0 {
+            return self.local.route == Route::Solo;
+        }
+        self.local.route = Route::Solo;
+        true
+    }
+
+    /// Goes back to applying envelopes as the bus delivers them: from this
+    /// point of the envelope stream on, the bus delivers this shard's
+    /// envelopes back to it again.
+    pub fn end_solo(&mut self) {
+        if self.local.route == Route::Solo {
+            self.local.route = Route::Bus;
+        }
+    }
+
+    /// Envelopes this shard published that the bus has not delivered back yet.
+    pub fn in_flight(&self) -> u64 {
+        self.local.in_flight
+    }
+
+    /// Applies the envelopes this shard routes straight back to itself.
     fn pump(&mut self) {
-        while let Some(envelope) = self.local.loopback.as_mut().and_then(VecDeque::pop_front) {
+        while let Some(envelope) = self.local.loopback.pop_front() {
             self.apply(&envelope);
         }
     }
@@ -737,9 +788,16 @@ impl Local {
                 c.published += 1;
             }
         }
-        match &mut self.loopback {
-            Some(queue) => queue.push_back(envelope),
-            None => self.outputs.push_back(Output::Publish(envelope.encode())),
+        match self.route {
+            Route::Loopback => self.loopback.push_back(envelope),
+            Route::Bus => {
+                self.in_flight += 1;
+                self.outputs.push_back(Output::Publish(envelope.encode()));
+            }
+            Route::Solo => {
+                self.outputs.push_back(Output::Publish(envelope.encode()));
+                self.loopback.push_back(envelope);
+            }
         }
     }
 

@@ -27,6 +27,12 @@ pub enum Kind {
     StatusReply = 3,
     /// Worker → master: answer to a connections request (`report::ConnRow`s).
     ConnectionsReply = 4,
+    /// Worker → master, answering `Solo`: the envelopes published after this
+    /// frame are applied already; relay them to the others, not back.
+    SoloBegins = 5,
+    /// Worker → master, answering `Shared`: relay the envelopes published
+    /// after this frame back to the worker again.
+    SoloEnds = 6,
     /// Master → worker: a core envelope, in the bus's total order.
     Envelope = 16,
     /// Master → worker: report status; payload is the request id.
@@ -37,6 +43,12 @@ pub enum Kind {
     Stop = 19,
     /// Master → worker: stop accepting and exit once every client has left.
     GracefulStop = 20,
+    /// Master → worker: no other worker publishes until `Shared`; apply your
+    /// own envelopes as you publish them, and say from where (`SoloBegins`).
+    Solo = 21,
+    /// Master → worker: another worker is coming; say from where your
+    /// envelopes must come back again (`SoloEnds`).
+    Shared = 22,
 }
 
 impl Kind {
@@ -46,11 +58,15 @@ impl Kind {
             2 => Kind::Ready,
             3 => Kind::StatusReply,
             4 => Kind::ConnectionsReply,
+            5 => Kind::SoloBegins,
+            6 => Kind::SoloEnds,
             16 => Kind::Envelope,
             17 => Kind::StatusRequest,
             18 => Kind::ConnectionsRequest,
             19 => Kind::Stop,
             20 => Kind::GracefulStop,
+            21 => Kind::Solo,
+            22 => Kind::Shared,
             _ => return None,
         })
     }

@@ -51,6 +51,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// The longest delay between respawns of a worker that keeps crashing.
 const MAX_RESPAWN_DELAY: Duration = Duration::from_secs(10);
+/// How long a solo worker may take to say where its solo ends before it is
+/// killed as stuck: the new worker waits for it.
+const SOLO_END_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything the master starts with, prepared before it daemonized.
 pub struct Setup {
@@ -85,6 +88,33 @@ struct WorkerProc {
     doomed: bool,
     exited: bool,
     started: Instant,
+    /// Gets its own envelopes relayed back: not while it is solo.
+    echo: bool,
+}
+
+/// The lone worker of a one-worker server applies its own envelopes as it
+/// publishes them, which spares each line the trip through the master (the
+/// master still orders them, for its replica); it must share the bus again
+/// before a second worker may start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Solo {
+    /// `Solo` sent; the worker answers `SoloBegins` once its envelopes in
+    /// flight came back.
+    Offered(u64),
+    On(u64),
+    /// `Shared` sent; no worker starts before its `SoloEnds`.
+    Ending {
+        shard: u64,
+        deadline: Instant,
+    },
+}
+
+impl Solo {
+    fn shard(self) -> u64 {
+        match self {
+            Solo::Offered(shard) | Solo::On(shard) | Solo::Ending { shard, .. } => shard,
+        }
+    }
 }
 
 struct Slot {
@@ -145,6 +175,7 @@ struct Master {
     next_shard: u64,
     phase: Phase,
     reload: Option<Reload>,
+    solo: Option<Solo>,
     clients: HashMap<Token, ControlConn>,
     next_client: usize,
     pending: Vec<Pending>,
@@ -229,6 +260,7 @@ impl Master {
             next_shard: 1,
             phase: Phase::Starting(now + STARTUP_TIMEOUT),
             reload: None,
+            solo: None,
             clients: HashMap::new(),
             next_client: CLIENT_BASE,
             pending: Vec::new(),
@@ -272,6 +304,7 @@ impl Master {
                 }
             }
             self.fire_timers(Instant::now());
+            self.offer_solo();
             self.flush_workers();
         }
     }
@@ -300,6 +333,9 @@ impl Master {
         }
         for client in self.clients.values().filter(|c| !c.answered) {
             consider(client.since + CONTROL_IDLE);
+        }
+        if let Some(Solo::Ending { deadline, .. }) = self.solo {
+            consider(deadline);
         }
         match self.phase {
             Phase::Starting(deadline) => consider(deadline),
@@ -353,6 +389,7 @@ impl Master {
                         doomed: false,
                         exited: false,
                         started: Instant::now(),
+                        echo: true,
                     },
                 );
                 self.slots[slot].current = Some(shard);
@@ -438,6 +475,24 @@ impl Master {
             }
             Kind::StatusReply => self.on_reply(shard, &frame.payload, true),
             Kind::ConnectionsReply => self.on_reply(shard, &frame.payload, false),
+            Kind::SoloBegins => {
+                if let Some(worker) = self.workers.get_mut(&shard) {
+                    worker.echo = false;
+                    info!("worker {} is the only one: it applies its own lines at once", worker.slot);
+                }
+                if self.solo == Some(Solo::Offered(shard)) {
+                    self.solo = Some(Solo::On(shard));
+                }
+            }
+            Kind::SoloEnds => {
+                if let Some(worker) = self.workers.get_mut(&shard) {
+                    worker.echo = true;
+                }
+                if self.solo.is_some_and(|solo| solo.shard() == shard) {
+                    self.solo = None;
+                    self.step_reload();
+                }
+            }
             other => warn!("shard {shard}: unexpected bus frame {other:?}"),
         }
     }
@@ -458,7 +513,7 @@ impl Master {
         let mut frame = Vec::with_capacity(envelope.len() + 5);
         bus::encode(&mut frame, Kind::Envelope, envelope);
         for worker in self.workers.values_mut() {
-            if worker.doomed {
+            if worker.doomed || !worker.echo {
                 continue;
             }
             if let Some(bus) = worker.bus.as_mut() {
@@ -693,8 +748,18 @@ impl Master {
             }
             _ => {}
         }
+        if let Some(Solo::Ending { shard, deadline }) = self.solo {
+            if now >= deadline {
+                warn!("shard {shard} did not end its solo in time; killing its worker");
+                self.doom(shard);
+                self.step_reload();
+            }
+        }
         for slot in 0..self.slots.len() {
             if self.slots[slot].respawn_at.is_some_and(|t| t <= now) {
+                if self.hold_for_solo() {
+                    continue;
+                }
                 self.slots[slot].respawn_at = None;
                 if let Err(e) = self.spawn(slot) {
                     error!("cannot respawn worker {slot}: {e}");
@@ -716,6 +781,48 @@ impl Master {
         for token in idle {
             self.drop_client(token);
         }
+    }
+
+    // ---- solo ----------------------------------------------------------
+
+    /// Offers the lone worker of a one-worker server to go solo (see [`Solo`]).
+    fn offer_solo(&mut self) {
+        if self.solo.is_some()
+            || self.phase != Phase::Running
+            || self.reload.is_some()
+            || self.slots.len() != 1
+            || self.slots[0].respawn_at.is_some()
+            || self.workers.len() != 1
+        {
+            return;
+        }
+        let Some((&shard, worker)) = self.workers.iter_mut().next() else { return };
+        if !worker.ready || worker.retiring || worker.doomed || worker.exited {
+            return;
+        }
+        let Some(bus) = worker.bus.as_mut() else { return };
+        bus.queue(Kind::Solo, &[]);
+        self.solo = Some(Solo::Offered(shard));
+    }
+
+    /// Tells whether a new worker must wait for a solo to end, and asks the
+    /// solo worker to end it if it was not asked yet. A solo worker that died
+    /// ends its solo: what it published is relayed to the others as usual.
+    fn hold_for_solo(&mut self) -> bool {
+        let Some(solo) = self.solo else { return false };
+        let shard = solo.shard();
+        let worker = self.workers.get_mut(&shard).filter(|w| !w.doomed && !w.exited);
+        let Some(bus) = worker.and_then(|w| w.bus.as_mut()) else {
+            self.solo = None;
+            return false;
+        };
+        if !matches!(solo, Solo::Ending { .. }) {
+            info!("shard {shard} shares the bus again: another worker is starting");
+            bus.queue(Kind::Shared, &[]);
+            let _ = bus.flush();
+            self.solo = Some(Solo::Ending { shard, deadline: Instant::now() + SOLO_END_TIMEOUT });
+        }
+        true
     }
 
     // ---- reload --------------------------------------------------------
@@ -796,6 +903,10 @@ impl Master {
                 }
                 return;
             }
+            if self.hold_for_solo() {
+                return;
+            }
+            let Some(reload) = self.reload.as_mut() else { return };
             let slot = reload.next_slot;
             reload.next_slot += 1;
             match self.spawn(slot) {

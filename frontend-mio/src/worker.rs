@@ -113,6 +113,16 @@ enum ReadsEnd {
     AtWouldBlock,
 }
 
+/// Whether the worker applies its own envelopes as it publishes them (the
+/// master's `Solo`: no other worker publishes meanwhile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Solo {
+    Off,
+    /// Asked to; waits, reading no client, until its envelopes in flight are back.
+    Wanted,
+    On,
+}
+
 /// How the worker is stopping.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stopping {
@@ -150,6 +160,7 @@ struct Worker {
     /// Accepting is failing for lack of descriptors (logged once per episode).
     accept_starved: bool,
     stopping: Option<Stopping>,
+    solo: Solo,
     buf: Vec<u8>,
     accepted: u64,
     bytes_in: u64,
@@ -215,6 +226,7 @@ impl Worker {
             accept_paused_until: None,
             accept_starved: false,
             stopping: None,
+            solo: Solo::Off,
             buf: vec![0; READ_BUDGET],
             accepted: 0,
             bytes_in: 0,
@@ -254,8 +266,11 @@ impl Worker {
             // master until it kills us as stuck.
             let bus_due = self.catching_up || events.iter().any(|e| e.token() == BUS);
             let bus_bytes = if bus_due { self.on_bus(now) } else { 0 };
+            self.try_solo();
             self.catching_up = self.bus_more || bus_bytes >= BUS_CATCH_UP;
-            self.turn_budget = if self.catching_up { 0 } else { TURN_READ_BUDGET };
+            // Going solo waits for the envelopes in flight: no new ones meanwhile.
+            let input_waits = self.catching_up || self.solo == Solo::Wanted;
+            self.turn_budget = if input_waits { 0 } else { TURN_READ_BUDGET };
             // Connections left over from the last turn go first.
             for id in std::mem::take(&mut self.carry) {
                 if let Some(c) = self.conns.get_mut(&id) {
@@ -345,11 +360,10 @@ impl Worker {
     }
 
     fn timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.carry.is_empty()
-            || (self.rounds.is_open() && !self.to_write.is_empty())
-            || self.catching_up
-            || (self.accept_more && self.can_accept(now))
-        {
+        // Input held back while going solo waits for the bus, which will wake us.
+        let input_ready = self.solo != Solo::Wanted
+            && (!self.carry.is_empty() || (self.accept_more && self.can_accept(now)));
+        if input_ready || (self.rounds.is_open() && !self.to_write.is_empty()) || self.catching_up {
             return Some(Duration::ZERO);
         }
         let mut next = self.shard.poll_timeout();
@@ -370,7 +384,9 @@ impl Worker {
     }
 
     fn can_accept(&self, now: Instant) -> bool {
-        self.listener.is_some() && !matches!(self.accept_paused_until, Some(t) if now < t)
+        self.listener.is_some()
+            && self.solo != Solo::Wanted
+            && !matches!(self.accept_paused_until, Some(t) if now < t)
     }
 
     fn accept(&mut self, now: Instant) {
@@ -710,8 +726,35 @@ impl Worker {
             }
             Kind::Stop => self.stop(false, now),
             Kind::GracefulStop => self.stop(true, now),
+            Kind::Solo => {
+                if self.solo == Solo::Off && self.stopping.is_none() {
+                    self.solo = Solo::Wanted;
+                    self.try_solo();
+                }
+            }
+            Kind::Shared => self.end_solo(now),
             other => warn!("worker {}: unexpected bus frame {other:?}", self.slot),
         }
+    }
+
+    /// Goes solo once nothing it published is still on its way back: newer
+    /// envelopes applied first would break the bus order.
+    fn try_solo(&mut self) {
+        if self.solo == Solo::Wanted && self.shard.go_solo() {
+            self.solo = Solo::On;
+            self.bus.queue(Kind::SoloBegins, &[]);
+            debug!("worker {}: solo", self.slot);
+        }
+    }
+
+    /// Shares the bus again, and tells the master from which envelope on.
+    fn end_solo(&mut self, now: Instant) {
+        // What was published solo goes on the bus before the marker.
+        self.drain(now);
+        self.shard.end_solo();
+        self.solo = Solo::Off;
+        self.bus.queue(Kind::SoloEnds, &[]);
+        debug!("worker {}: solo ended", self.slot);
     }
 
     fn stop(&mut self, graceful: bool, now: Instant) {
@@ -731,6 +774,11 @@ impl Worker {
             }
             (false, _) => {
                 info!("worker {}: stopping", self.slot);
+                // Nobody hears of the closes a stop makes (the master stops
+                // relaying): the lone worker must not tell its clients either.
+                if self.solo != Solo::Off {
+                    self.end_solo(now);
+                }
                 self.stopping = Some(Stopping::Now(now + STOP_FLUSH));
                 self.shard.handle_shutdown(now);
                 self.drain(now);

@@ -492,6 +492,60 @@ fn replies_wait_behind_envelopes_in_flight() {
     assert_eq!(String::from_utf8_lossy(&got), format!("You: hi\n{HELP}"));
 }
 
+/// Drains a bus shard's outputs: what it published, and what it queued for
+/// its connections (taken as written).
+fn drain_bus_shard(shard: &mut Shard, now: Instant) -> (Vec<Vec<u8>>, String) {
+    let (mut published, mut sent) = (Vec::new(), Vec::new());
+    while let Some(output) = shard.poll_output() {
+        match output {
+            Output::Publish(bytes) => published.push(bytes),
+            Output::Transmit(conn) => {
+                let bytes = shard.transmit(conn).to_vec();
+                shard.handle_written(conn, bytes.len(), now);
+                sent.extend_from_slice(&bytes);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (published, String::from_utf8_lossy(&sent).into_owned())
+}
+
+#[test]
+fn a_shard_goes_solo_only_once_its_envelopes_came_back_and_then_applies_them_at_once() {
+    let now = start();
+    let mut shard = Shard::new(Config { tick: 0, ..Config::default() }, ShardId(1), now);
+    let a = shard.handle_connect(now);
+    let (connect, _) = drain_bus_shard(&mut shard, now);
+    assert_eq!((connect.len(), shard.in_flight()), (1, 1));
+    assert!(!shard.go_solo(), "went solo with its connect still on the bus");
+    shard.handle_envelope(&connect[0], now).expect("own envelope decodes");
+    assert_eq!(shard.in_flight(), 0);
+    let _ = drain_bus_shard(&mut shard, now);
+    assert!(shard.go_solo());
+
+    // Solo: applied at once, and still published for the bus's copy.
+    shard.handle_bytes(a, b"hi\n", now);
+    let (published, sent) = drain_bus_shard(&mut shard, now);
+    assert_eq!((published.len(), sent.as_str(), shard.in_flight()), (1, "You: hi\n", 0));
+
+    // Solo no more: the line waits for the bus again.
+    shard.end_solo();
+    shard.handle_bytes(a, b"again\n", now);
+    let (published, sent) = drain_bus_shard(&mut shard, now);
+    assert_eq!((published.len(), sent.as_str(), shard.in_flight()), (1, "", 1));
+    shard.handle_envelope(&published[0], now).expect("own envelope decodes");
+    assert_eq!(drain_bus_shard(&mut shard, now).1, "You: again\n");
+}
+
+#[test]
+fn a_standalone_shard_never_goes_solo() {
+    let mut chat = Chat::default();
+    assert!(!chat.shard.go_solo());
+    let a = chat.connect();
+    chat.send(a, b"hi\n");
+    assert!(chat.take(a).ends_with("You: hi\n"));
+}
+
 #[test]
 fn connections_and_stats_describe_the_shard() {
     let mut chat = Chat::default();

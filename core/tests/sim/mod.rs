@@ -111,6 +111,10 @@ pub enum Mode {
     Standalone,
     /// Shards built with `Shard::new` joined by the simulated bus.
     Cluster,
+    /// One shard built with `Shard::new` that went solo: it applies its own
+    /// envelopes as it publishes them, and the bus gives them only to the
+    /// replica (until [`World::end_solo`]).
+    Solo,
 }
 
 /// Where a client's connection stands.
@@ -208,6 +212,62 @@ impl World {
         world
     }
 
+    /// A world of one shard on the simulated bus that went solo from the start.
+    pub fn solo(config: Config) -> World {
+        let mut world = World::cluster(config, 1);
+        world.mode = Mode::Solo;
+        let went = world.nodes[0].shard.as_mut().is_some_and(Shard::go_solo);
+        assert!(went, "a new shard refused to go solo");
+        world
+    }
+
+    /// Ends a solo world's solo: the bus takes and delivers what the shard
+    /// published so far (to the replica alone), then delivers everything to
+    /// the shard again, as a clustered world does.
+    pub fn end_solo(&mut self) {
+        assert_eq!(self.mode, Mode::Solo, "only a solo world ends its solo");
+        self.flush_bus();
+        for node in &mut self.nodes {
+            if let Some(shard) = node.shard.as_mut() {
+                shard.end_solo();
+            }
+        }
+        self.mode = Mode::Cluster;
+    }
+
+    /// Puts a clustered world of one shard back into solo, once every
+    /// envelope it published came back; returns whether it went.
+    pub fn go_solo(&mut self) -> bool {
+        if self.mode != Mode::Cluster || self.live_nodes().len() != 1 {
+            return false;
+        }
+        self.flush_bus();
+        let went = self.nodes.iter_mut().filter_map(|n| n.shard.as_mut()).all(Shard::go_solo);
+        assert!(went, "a settled shard refused to go solo");
+        self.mode = Mode::Solo;
+        true
+    }
+
+    /// Hands every outbox to the orderer and delivers everything ordered,
+    /// until nothing is left on the bus (clients read no more than they would).
+    pub fn flush_bus(&mut self) {
+        for _ in 0..10_000 {
+            let live = self.live_nodes();
+            if self.queue.is_empty() && live.iter().all(|&n| self.nodes[n].outbox.is_empty()) {
+                return;
+            }
+            let handoffs = (0..live.len()).map(|shard| Step::Handoff { shard, n: usize::MAX });
+            let steps: Vec<Step> = handoffs.chain([Step::DeliverBus { n: usize::MAX }]).collect();
+            self.run(&steps);
+        }
+        panic!("the bus never emptied");
+    }
+
+    /// How many connections the bus's replica counts.
+    pub fn replica_connections(&self) -> usize {
+        self.replica.connection_count()
+    }
+
     /// A world of `shards` shards joined by the simulated bus from its first envelope.
     pub fn cluster(config: Config, shards: usize) -> World {
         let start = base_instant();
@@ -292,7 +352,7 @@ impl World {
     pub fn server_connections(&self) -> usize {
         match self.mode {
             Mode::Cluster => self.replica.connection_count(),
-            Mode::Standalone => {
+            Mode::Standalone | Mode::Solo => {
                 self.nodes.iter().filter_map(|n| n.shard.as_ref()).map(|s| s.stats().server_connections).sum()
             }
         }
@@ -509,7 +569,7 @@ impl World {
     }
 
     fn handoff(&mut self, k: usize, n: usize) {
-        if self.mode != Mode::Cluster {
+        if self.mode == Mode::Standalone {
             return;
         }
         let Some(node) = self.pick_live(k) else { return };
@@ -588,7 +648,9 @@ impl World {
                 envelope: envelope.clone(),
             },
         };
-        for node in &mut self.nodes {
+        // A solo shard applied its own envelopes already.
+        let shards = self.nodes.iter_mut().filter(|_| self.mode != Mode::Solo);
+        for node in shards {
             if let Some(shard) = node.shard.as_mut() {
                 if let Err(e) = shard.handle_envelope(&envelope, self.now) {
                     panic!("{} refused an envelope the bus carried: {e}", node.id);
@@ -671,7 +733,7 @@ impl World {
                             }
                         }
                         Output::Publish(envelope) => {
-                            assert_eq!(self.mode, Mode::Cluster, "a standalone shard published");
+                            assert_ne!(self.mode, Mode::Standalone, "a standalone shard published");
                             let h = header(&envelope);
                             assert_eq!(h.shard, node.id, "the tests read envelope headers wrongly");
                             if let Some(conn) = h.conn {
