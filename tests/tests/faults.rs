@@ -1150,10 +1150,12 @@ fn knock(stop: &AtomicBool, addr: SocketAddr, knocks: &Mutex<Knocks>) {
 
 /// `reload` (or `reload -g`) while 200 clients chat and a newcomer arrives every
 /// 10 ms: no newcomer is refused; with `-g`, the old workers' clients lose no line
-/// until they leave, and then the old workers exit.
-fn reload_under_load(graceful: bool) {
+/// until they leave, and then the old workers exit. With one worker, the reload
+/// also ends that worker's solo (it applied its own lines at once) while its
+/// clients chat on.
+fn reload_under_load(graceful: bool, workers: u16) {
     let _serial = one_at_a_time();
-    let mut server = Server::start(Frontend::Mio { workers: 4 });
+    let mut server = Server::start(Frontend::Mio { workers });
     let old: BTreeSet<Pid> = server.workers().into_iter().collect();
     let (n_clients, n_senders, lines) = (200, 20, scale(30, 300));
     let mut clients = connect_all(&server, n_clients);
@@ -1171,9 +1173,13 @@ fn reload_under_load(graceful: bool) {
     assert_eq!(out.code, Some(0), "{out:?}");
     let renewed = process::eventually(SETTLE, || {
         let now: BTreeSet<Pid> = server.workers().into_iter().filter(|p| !old.contains(p)).collect();
-        (now.len() == 4).then_some(())
+        (now.len() == usize::from(workers)).then_some(())
     });
-    assert!(renewed.is_some(), "four new workers did not come up within {SETTLE:?}\n{}", server.output());
+    assert!(
+        renewed.is_some(),
+        "{workers} new workers did not come up within {SETTLE:?}\n{}",
+        server.output()
+    );
     let served = knocks.lock().unwrap().served;
     let more = process::eventually(SETTLE, || (knocks.lock().unwrap().served >= served + 20).then_some(()));
     assert!(more.is_some(), "the knocker is not served after the reload: {:?}", knocks.lock().unwrap());
@@ -1214,12 +1220,22 @@ fn reload_under_load(graceful: bool) {
 
 #[test]
 fn reload_under_load_refuses_nobody() {
-    reload_under_load(false);
+    reload_under_load(false, 4);
 }
 
 #[test]
 fn graceful_reload_under_load_loses_no_line() {
-    reload_under_load(true);
+    reload_under_load(true, 4);
+}
+
+#[test]
+fn reload_of_a_lone_worker_under_load_refuses_nobody() {
+    reload_under_load(false, 1);
+}
+
+#[test]
+fn graceful_reload_of_a_lone_worker_under_load_loses_no_line() {
+    reload_under_load(true, 1);
 }
 
 // ------------------------------------------------------------ 8. stop with 200 clients

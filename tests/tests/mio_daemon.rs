@@ -458,6 +458,49 @@ fn graceful_reload_lets_old_workers_finish_their_clients() {
     status_until(&server, "only the new workers", |s| s.len() == 2 && worker_pids(s).is_disjoint(&old));
 }
 
+/// A graceful reload of a one-worker server. The lone worker applied its own
+/// lines at once; it must share the bus again before the new worker starts.
+/// Then a client on each sends a burst at the same time, and both read the two
+/// bursts in one and the same interleaving.
+#[test]
+fn a_lone_worker_shares_the_bus_before_a_reload_brings_another() {
+    let server = foreground(1);
+    let old = worker_pids(&server.status());
+    let mut a = server.join();
+    let _ = finish(server.ctl_spawn(&["reload", "-g"]), "reload -g");
+    status_until(&server, "a new worker beside the old one", |s| {
+        worker_pids(s).difference(&old).count() == 1
+    });
+    // The old worker no longer accepts: b is the new worker's.
+    let b = server.join();
+    a.expect(&format!("{} is connected", b.name()));
+    let pair = [a, b];
+    let rows = rows_of(&server, &pair);
+    assert_ne!(rows[0].pid, rows[1].pid, "both clients on one worker");
+    let [mut a, mut b] = pair;
+    const LINES: usize = 200;
+    let burst = |tag: &str| (0..LINES).map(|i| format!("{tag} {i}\n")).collect::<String>();
+    a.send(burst("a"));
+    b.send(burst("b"));
+    let order = |client: &mut Client, other: &str| {
+        let mut seen = 0;
+        let lines = client.lines_until_match(|line| {
+            seen += usize::from(line.starts_with("You: ") || line.starts_with(other));
+            seen == 2 * LINES
+        });
+        lines
+            .iter()
+            .filter_map(|l| l.strip_prefix("You: ").or_else(|| l.strip_prefix(other)))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let (a_name, b_name) = (format!("{}: ", a.name()), format!("{}: ", b.name()));
+    let seen_by_a = order(&mut a, &b_name);
+    let seen_by_b = order(&mut b, &a_name);
+    assert_eq!(seen_by_a.len(), 2 * LINES);
+    assert!(seen_by_a == seen_by_b, "a and b read the bursts in different orders");
+}
+
 #[test]
 fn graceful_stop_waits_for_clients() {
     let mut server = daemon(2);
