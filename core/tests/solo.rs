@@ -10,35 +10,15 @@ mod sim;
 
 use std::collections::BTreeSet;
 
-use chat_core::{Config, UtcOffset};
+use chat_core::Config;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use sim::gen::{self, Profile, Vocab};
 use sim::{show, Mode, Step, World};
 
-fn config() -> impl Strategy<Value = Config> {
-    (
-        prop_oneof![Just(0u64), 1..4u64],
-        prop_oneof![Just(8192usize), 8..48usize],
-        prop_oneof![Just(1usize << 20), 2048..8192usize],
-        prop_oneof![3 => Just(10_000usize), 1 => 1..4usize],
-        prop_oneof![3 => Just(0u32), 1 => 1..3u32],
-        prop::option::of(Just("Welcome".to_owned())),
-    )
-        .prop_map(|(tick, max_line, max_queue, max_conns, max_lines_per_second, welcome)| Config {
-            tick,
-            utc_offset: UtcOffset::UTC,
-            welcome,
-            max_line,
-            max_queue,
-            max_conns,
-            max_lines_per_second,
-        })
-}
-
 /// A conversation without bus steps: the solo world's bus is driven by the test.
 fn scenario() -> impl Strategy<Value = (Config, Vec<Step>)> {
-    config().prop_flat_map(|config| {
+    gen::config().prop_flat_map(|config| {
         let too_long = (config.max_line < 100).then_some(config.max_line);
         let profile = Profile::everything(false, Vocab::full(too_long));
         (Just(config), gen::steps(profile))

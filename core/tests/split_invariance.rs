@@ -6,37 +6,15 @@
 
 mod sim;
 
-use chat_core::{Config, UtcOffset};
+use chat_core::Config;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use sim::gen::{self, Profile, Vocab};
 use sim::{show, Step, World};
 
-/// Limits that a split cannot push a reading client over: at most four lines a read,
-/// so a burst of replies stays far below `max_queue`; stalled clients still reach it.
-fn config() -> impl Strategy<Value = Config> {
-    (
-        prop_oneof![Just(0u64), 1..4u64],
-        prop_oneof![Just(8192usize), 8..48usize],
-        prop_oneof![Just(1usize << 20), 4096..8192usize],
-        prop_oneof![3 => Just(10_000usize), 1 => 1..4usize],
-        prop_oneof![3 => Just(0u32), 1 => 1..3u32],
-        prop::option::of(Just("Welcome\x07 to chat".to_owned())),
-    )
-        .prop_map(|(tick, max_line, max_queue, max_conns, max_lines_per_second, welcome)| Config {
-            tick,
-            utc_offset: UtcOffset::UTC,
-            welcome,
-            max_line,
-            max_queue,
-            max_conns,
-            max_lines_per_second,
-        })
-}
-
 /// A world (standalone, or 1 to 3 shards on a bus) and a conversation for it.
 fn scenario() -> impl Strategy<Value = (Config, usize, Vec<Step>)> {
-    (config(), 0..=3usize).prop_flat_map(|(config, shards)| {
+    (gen::config(), 0..=3usize).prop_flat_map(|(config, shards)| {
         let too_long = (config.max_line < 100).then_some(config.max_line);
         let profile = Profile::everything(shards > 0, Vocab::full(too_long));
         (Just(config), Just(shards), gen::steps(profile))

@@ -4,12 +4,36 @@
 
 use std::ops::Range;
 
+use chat_core::{Config, UtcOffset};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::Union;
 
 use super::Step;
+
+/// Configurations with every limit in play, none of which the way input is split
+/// (or how soon the bus delivers) can push a reading client over: at most four lines a read,
+/// so a burst of replies stays far below `max_queue`; stalled clients still reach it.
+pub fn config() -> impl Strategy<Value = Config> {
+    (
+        prop_oneof![Just(0u64), 1..4u64],
+        prop_oneof![Just(8192usize), 8..48usize],
+        prop_oneof![Just(1usize << 20), 4096..8192usize],
+        prop_oneof![3 => Just(10_000usize), 1 => 1..4usize],
+        prop_oneof![3 => Just(0u32), 1 => 1..3u32],
+        prop::option::of(Just("Welcome\x07 to chat".to_owned())),
+    )
+        .prop_map(|(tick, max_line, max_queue, max_conns, max_lines_per_second, welcome)| Config {
+            tick,
+            utc_offset: UtcOffset::UTC,
+            welcome,
+            max_line,
+            max_queue,
+            max_conns,
+            max_lines_per_second,
+        })
+}
 
 /// Nicks that are well formed.
 pub const GOOD_NICKS: &[&str] = &["alice", "Alice", "bob", "carol_1", "d-2"];
