@@ -465,9 +465,13 @@ fn graceful_reload_lets_old_workers_finish_their_clients() {
 #[test]
 fn a_lone_worker_shares_the_bus_before_a_reload_brings_another() {
     let server = foreground(1);
+    let logged = |text: &str| process::eventually(SETTLE, || server.output().contains(text).then_some(()));
+    let solo = "worker 0 is the only one: it applies its own lines at once";
+    assert!(logged(solo).is_some(), "the lone worker never went solo\n{}", server.output());
     let old = worker_pids(&server.status());
     let mut a = server.join();
     let _ = finish(server.ctl_spawn(&["reload", "-g"]), "reload -g");
+    assert!(logged("shares the bus again").is_some(), "the reload did not end the solo\n{}", server.output());
     status_until(&server, "a new worker beside the old one", |s| {
         worker_pids(s).difference(&old).count() == 1
     });
@@ -499,6 +503,15 @@ fn a_lone_worker_shares_the_bus_before_a_reload_brings_another() {
     let seen_by_b = order(&mut b, &a_name);
     assert_eq!(seen_by_a.len(), 2 * LINES);
     assert!(seen_by_a == seen_by_b, "a and b read the bursts in different orders");
+    // Once the old worker is gone, the new one is alone and goes solo in turn.
+    a.say("/quit");
+    for pid in &old {
+        assert!(process::wait_gone(*pid, SETTLE), "old worker {pid} outlives its last client");
+    }
+    let again = process::eventually(SETTLE, || (server.output().matches(solo).count() == 2).then_some(()));
+    assert!(again.is_some(), "the new worker did not go solo once alone\n{}", server.output());
+    b.say("after the solo began");
+    b.expect_lines(&[&format!("{} is close", a.name()), "You: after the solo began"]);
 }
 
 #[test]
